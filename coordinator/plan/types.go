@@ -1,0 +1,181 @@
+package plan
+
+// Kind says what a worker does with a unit.
+type Kind string
+
+const (
+	KindCopy         Kind = "copy"
+	KindIndex        Kind = "index"
+	KindConstraint   Kind = "constraint"
+	KindForeignKey   Kind = "foreign_key"
+	KindPostData     Kind = "post_data"
+	KindSequences    Kind = "sequences"
+	KindVacuum       Kind = "vacuum"
+	KindLargeObjects Kind = "large_objects"
+	KindRefresh      Kind = "refresh"
+)
+
+// CopyFormat is the COPY format of one table.
+type CopyFormat string
+
+const (
+	FormatText   CopyFormat = "text"
+	FormatBinary CopyFormat = "binary"
+)
+
+// Table is a relation of the source, as the catalog read it under the snapshot.
+type Table struct {
+	OID    uint32 `json:"oid"`
+	Schema string `json:"schema"`
+	Name   string `json:"name"`
+	// RelKind is pg_class.relkind: r (table), p (partitioned), m (matview), f (foreign).
+	RelKind string `json:"relkind"`
+	// ParentOID is the partitioned table this one is a partition of, or 0.
+	ParentOID uint32 `json:"parent_oid,omitempty"`
+	// Columns are the columns COPY carries: every column except dropped and
+	// generated ones, in attnum order.
+	Columns []string `json:"columns"`
+	// BinarySafe is true when every copied column's type has binary send and
+	// receive functions.
+	BinarySafe bool  `json:"binary_safe"`
+	EstRows    int64 `json:"est_rows"`
+	// Bytes is heap + TOAST size.
+	Bytes int64 `json:"bytes"`
+	// Populated is pg_class.relispopulated, for materialized views.
+	Populated bool `json:"populated,omitempty"`
+}
+
+// QualifiedName is schema.name, unquoted, for display.
+func (t Table) QualifiedName() string { return t.Schema + "." + t.Name }
+
+// HasData says whether the table has rows of its own for a copy unit.
+func (t Table) HasData() bool { return t.RelKind == "r" }
+
+// Entry is one post-data entry of the schema dump's table of contents,
+// annotated with catalog facts.
+type Entry struct {
+	// DumpID is the entry's id in the dump; the schema package restores
+	// entries by it.
+	DumpID int `json:"dump_id"`
+	// Desc is the entry type as pg_restore -l prints it: INDEX, CONSTRAINT,
+	// FK CONSTRAINT, CHECK CONSTRAINT, INDEX ATTACH, TRIGGER, COMMENT, ...
+	Desc   string `json:"desc"`
+	Schema string `json:"schema"`
+	Tag    string `json:"tag"`
+	ObjOID uint32 `json:"obj_oid"`
+	// TableOID is the table the object belongs to (for INDEX ATTACH: the
+	// table of the parent index); 0 when unknown or not table-bound.
+	TableOID uint32 `json:"table_oid,omitempty"`
+	// RefTableOID is the referenced table of a foreign key.
+	RefTableOID uint32 `json:"ref_table_oid,omitempty"`
+	// IndexOID is the index an INDEX entry creates, the index behind a
+	// constraint, or the child index of an INDEX ATTACH.
+	IndexOID uint32 `json:"index_oid,omitempty"`
+	// ParentIndexOID is the parent index of an INDEX ATTACH.
+	ParentIndexOID uint32 `json:"parent_index_oid,omitempty"`
+	// ConType is pg_constraint.contype for constraint entries.
+	ConType string `json:"contype,omitempty"`
+	// ConName is the constraint name for constraint entries.
+	ConName string `json:"conname,omitempty"`
+	// IndexDef is pg_get_indexdef of the index behind a PRIMARY KEY or
+	// UNIQUE constraint.
+	IndexDef   string `json:"indexdef,omitempty"`
+	Deferrable bool   `json:"deferrable,omitempty"`
+	Deferred   bool   `json:"deferred,omitempty"`
+}
+
+// Sequence is a sequence and the value it had in the snapshot.
+type Sequence struct {
+	Schema    string `json:"schema"`
+	Name      string `json:"name"`
+	LastValue int64  `json:"last_value"`
+	IsCalled  bool   `json:"is_called"`
+}
+
+// Input is everything the planner needs.
+type Input struct {
+	Tables []Table
+	// PostData are the post-data entries in dump order.
+	PostData  []Entry
+	Sequences []Sequence
+	// LargeObjects are the OIDs of every large object, ascending.
+	LargeObjects []uint32
+	// Matviews are the populated materialized views to refresh, in dump
+	// order (which respects their dependencies).
+	Matviews []Table
+	Options  Options
+}
+
+// Options shape the plan.
+type Options struct {
+	// BinaryCopy allows binary COPY for tables whose types allow it; the
+	// coordinator sets it when both servers have the same major version.
+	BinaryCopy bool `json:"binary_copy"`
+	// LargeObjectsPerUnit caps how many large objects one unit copies.
+	LargeObjectsPerUnit int  `json:"large_objects_per_unit"`
+	NoOwner             bool `json:"no_owner"`
+	NoACL               bool `json:"no_acl"`
+}
+
+// DefaultOptions are the options the CLI starts from.
+func DefaultOptions() Options {
+	return Options{LargeObjectsPerUnit: 1000}
+}
+
+// Copy describes a copy unit.
+type Copy struct {
+	Schema         string     `json:"schema"`
+	Table          string     `json:"table"`
+	Columns        []string   `json:"columns"`
+	Format         CopyFormat `json:"format"`
+	TruncateFreeze bool       `json:"truncate_freeze"`
+	// StartBlock and EndBlock bound a CTID range; both 0 means the whole
+	// table, EndBlock 0 alone means open-ended.
+	StartBlock uint32 `json:"start_block,omitempty"`
+	EndBlock   uint32 `json:"end_block,omitempty"`
+}
+
+// LargeObjects describes a large-object unit: an inclusive OID range.
+type LargeObjects struct {
+	FirstOID uint32 `json:"first_oid"`
+	LastOID  uint32 `json:"last_oid"`
+	Count    int    `json:"count"`
+	NoOwner  bool   `json:"no_owner"`
+	NoACL    bool   `json:"no_acl"`
+}
+
+// Unit is one piece of work.
+type Unit struct {
+	ID   uint64 `json:"id"`
+	Kind Kind   `json:"kind"`
+	// TableOID is the table the unit belongs to, or 0.
+	TableOID uint32 `json:"table_oid,omitempty"`
+	// Table is schema.name of TableOID, for display.
+	Table       string `json:"table,omitempty"`
+	Description string `json:"description"`
+	// Copy is set for KindCopy.
+	Copy *Copy `json:"copy,omitempty"`
+	// LargeObjects is set for KindLargeObjects.
+	LargeObjects *LargeObjects `json:"large_objects,omitempty"`
+	// SQL is what the SQL kinds run on the target.
+	SQL string `json:"sql,omitempty"`
+	// DumpIDs are the post-data entries whose SQL the coordinator restores
+	// from the dump into SQL (see schema.EntrySQL), appended after SQL.
+	DumpIDs []int `json:"dump_ids,omitempty"`
+	// Transactional units run SQL and the done-marker in one transaction.
+	Transactional bool `json:"transactional"`
+	// NeedsSnapshot units read the source under the exported snapshot.
+	NeedsSnapshot bool     `json:"needs_snapshot,omitempty"`
+	DependsOn     []uint64 `json:"depends_on,omitempty"`
+	// Size orders ready units: larger first.
+	Size int64 `json:"size"`
+}
+
+// Plan is the result of planning.
+type Plan struct {
+	// Tables are the source relations the plan copies or builds on, by OID.
+	Tables []Table `json:"tables"`
+	Units  []Unit  `json:"units"`
+	// Skipped says what the plan leaves out and why.
+	Skipped []string `json:"skipped,omitempty"`
+}

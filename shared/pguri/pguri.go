@@ -1,0 +1,162 @@
+// Package pguri parses PostgreSQL connection strings once and hands out the
+// forms pgcaravan needs: a pgx config for its own sessions, an environment for
+// the libpq tools it runs (pg_dump, pg_restore) that keeps the password off
+// their command line, and a redacted form for logs and errors. It must not
+// import any other pgcaravan package.
+package pguri
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrEmpty is returned for an empty connection string.
+var ErrEmpty = errors.New("pguri: empty connection string")
+
+// URI is a parsed connection string. The zero value is not usable.
+type URI struct {
+	raw    string
+	config *pgconn.Config
+}
+
+// Parse parses a postgres:// URI or a key=value connection string. role names
+// the input in errors ("source", "target").
+func Parse(role, raw string) (URI, error) {
+	if strings.TrimSpace(raw) == "" {
+		return URI{}, fmt.Errorf("%s: %w (pass --%s or set PGCARAVAN_%s_URI)", role, ErrEmpty, role, strings.ToUpper(role))
+	}
+	cfg, err := pgconn.ParseConfig(raw)
+	if err != nil {
+		// pgconn's parse errors can quote the input; never echo a password.
+		return URI{}, fmt.Errorf("%s: cannot parse connection string %s: %s", role, Redact(raw), redactErr(err, raw))
+	}
+	return URI{raw: raw, config: cfg}, nil
+}
+
+// String is the connection string with the password replaced by "xxxxx".
+func (u URI) String() string { return Redact(u.raw) }
+
+// Raw is the connection string as given, password included. Use it only to
+// open connections.
+func (u URI) Raw() string { return u.raw }
+
+// Database is the database name the string connects to.
+func (u URI) Database() string { return u.config.Database }
+
+// Config returns a fresh copy of the parsed pgconn config.
+func (u URI) Config() *pgconn.Config { return u.config.Copy() }
+
+// LibpqEnv returns PG* environment variables that make libpq tools connect
+// where this URI does, without a password on the command line (which anyone
+// on the host could read with ps). Pass the result as the child's env, and no
+// -d/-h/-p/-U flags.
+func (u URI) LibpqEnv() []string {
+	c := u.config
+	env := []string{
+		"PGHOST=" + c.Host,
+		"PGPORT=" + strconv.Itoa(int(c.Port)),
+		"PGDATABASE=" + c.Database,
+		"PGUSER=" + c.User,
+	}
+	if c.Password != "" {
+		env = append(env, "PGPASSWORD="+c.Password)
+	}
+	// Carry the TLS intent: pgconn turns sslmode into a tls.Config, so read
+	// the word back from the raw string.
+	if mode := sslMode(u.raw); mode != "" {
+		env = append(env, "PGSSLMODE="+mode)
+	} else if c.TLSConfig == nil {
+		env = append(env, "PGSSLMODE=disable")
+	}
+	for _, key := range []string{"sslrootcert", "sslcert", "sslkey", "application_name"} {
+		if v := param(u.raw, key); v != "" {
+			env = append(env, libpqEnvName(key)+"="+v)
+		}
+	}
+	return env
+}
+
+func libpqEnvName(key string) string {
+	switch key {
+	case "sslrootcert":
+		return "PGSSLROOTCERT"
+	case "sslcert":
+		return "PGSSLCERT"
+	case "sslkey":
+		return "PGSSLKEY"
+	case "application_name":
+		return "PGAPPNAME"
+	}
+	return ""
+}
+
+func sslMode(raw string) string { return param(raw, "sslmode") }
+
+// param reads one parameter from either connection string form.
+func param(raw, key string) string {
+	if strings.HasPrefix(raw, "postgres://") || strings.HasPrefix(raw, "postgresql://") {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return ""
+		}
+		return u.Query().Get(key)
+	}
+	for _, field := range strings.Fields(raw) {
+		k, v, ok := strings.Cut(field, "=")
+		if ok && k == key {
+			return strings.Trim(v, "'")
+		}
+	}
+	return ""
+}
+
+// Redact replaces the password in a connection string with "xxxxx". It works
+// on both URI and key=value forms and on strings that do not parse.
+func Redact(raw string) string {
+	if strings.HasPrefix(raw, "postgres://") || strings.HasPrefix(raw, "postgresql://") {
+		u, err := url.Parse(raw)
+		if err != nil {
+			// Unparseable: drop everything between the scheme and the host.
+			scheme, rest, _ := strings.Cut(raw, "://")
+			if at := strings.LastIndex(rest, "@"); at >= 0 {
+				return scheme + "://xxxxx@" + rest[at+1:]
+			}
+			return raw
+		}
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
+	}
+	fields := strings.Fields(raw)
+	for i, f := range fields {
+		if strings.HasPrefix(f, "password=") {
+			fields[i] = "password=xxxxx"
+		}
+	}
+	return strings.Join(fields, " ")
+}
+
+// redactErr returns err's text with any password from raw removed.
+func redactErr(err error, raw string) string {
+	msg := err.Error()
+	if cfg, perr := pgconn.ParseConfig(raw); perr == nil && cfg.Password != "" {
+		msg = strings.ReplaceAll(msg, cfg.Password, "xxxxx")
+	}
+	if u, perr := url.Parse(raw); perr == nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	}
+	return msg
+}
