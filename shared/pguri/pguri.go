@@ -6,12 +6,14 @@
 package pguri
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -20,6 +22,7 @@ var ErrEmpty = errors.New("pguri: empty connection string")
 
 // URI is a parsed connection string. The zero value is not usable.
 type URI struct {
+	role   string
 	raw    string
 	config *pgconn.Config
 }
@@ -35,7 +38,7 @@ func Parse(role, raw string) (URI, error) {
 		// pgconn's parse errors can quote the input; never echo a password.
 		return URI{}, fmt.Errorf("%s: cannot parse connection string %s: %s", role, Redact(raw), redactErr(err, raw))
 	}
-	return URI{raw: raw, config: cfg}, nil
+	return URI{role: role, raw: raw, config: cfg}, nil
 }
 
 // String is the connection string with the password replaced by "xxxxx".
@@ -159,4 +162,49 @@ func redactErr(err error, raw string) string {
 		}
 	}
 	return msg
+}
+
+// RedactError returns err's text with u's password removed: driver errors
+// can echo connection parameters.
+func RedactError(err error, u URI) string {
+	return redactErr(err, u.raw)
+}
+
+// Role is what the string is for ("source", "target"), as given to Parse.
+func (u URI) Role() string { return u.role }
+
+// sessionParams keep the server from killing pgcaravan's long transactions
+// and COPYs (PITFALLS.md: idle_in_transaction_session_timeout and
+// statement_timeout kill snapshot and COPY sessions).
+var sessionParams = map[string]string{
+	"statement_timeout":                   "0",
+	"idle_in_transaction_session_timeout": "0",
+	"lock_timeout":                        "0",
+}
+
+// ConnConfig is a pgx config for one of pgcaravan's own sessions: timeouts
+// that would kill long transactions are off, and the application name says
+// which process it is.
+func (u URI) ConnConfig(application string) *pgx.ConnConfig {
+	cfg, err := pgx.ParseConfig(u.raw)
+	if err != nil {
+		// Parse accepted the same string; this cannot happen.
+		panic(fmt.Sprintf("pguri: re-parse of %s: %v", u, err))
+	}
+	for k, v := range sessionParams {
+		cfg.RuntimeParams[k] = v
+	}
+	cfg.RuntimeParams["application_name"] = application
+	return cfg
+}
+
+// Connect opens a session with ConnConfig. The error names the role and the
+// redacted URI and says what to check.
+func (u URI) Connect(ctx context.Context, application string) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, u.ConnConfig(application))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: cannot connect: %s (check the URI, that the server is up and accepts connections from this host, and the credentials)",
+			u.role, u, redactErr(err, u.raw))
+	}
+	return conn, nil
 }

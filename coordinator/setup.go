@@ -1,0 +1,313 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcaravan/pgcaravan/coordinator/catalog"
+	"github.com/pgcaravan/pgcaravan/coordinator/lease"
+	"github.com/pgcaravan/pgcaravan/coordinator/plan"
+	"github.com/pgcaravan/pgcaravan/coordinator/rpcserver"
+	"github.com/pgcaravan/pgcaravan/coordinator/schema"
+	"github.com/pgcaravan/pgcaravan/coordinator/store"
+)
+
+// createMarkerSchema makes the table of done-markers on the target. A unit's
+// rows and its marker commit in one transaction: a redelivered unit that
+// finds its marker only reports done (ARCHITECTURE.md "Exactly once").
+const createMarkerSchema = `CREATE SCHEMA IF NOT EXISTS pgcaravan;
+CREATE TABLE IF NOT EXISTS pgcaravan.unit_done (
+	migration_id text NOT NULL,
+	unit_id bigint NOT NULL,
+	done_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (migration_id, unit_id))`
+
+const dropMarkerSchema = `DROP SCHEMA IF EXISTS pgcaravan CASCADE`
+
+// heldSnapshot is the source transaction whose snapshot every copy imports.
+type heldSnapshot struct {
+	conn *pgx.Conn
+	tx   pgx.Tx
+	id   string
+	lsn  string
+}
+
+func (s *heldSnapshot) held() bool { return s != nil && s.conn != nil }
+
+// release ends the snapshot transaction: it stops pinning the source's xmin
+// horizon once nothing needs it.
+func (s *heldSnapshot) release(ctx context.Context) {
+	if !s.held() {
+		return
+	}
+	_ = s.tx.Rollback(ctx)
+	_ = s.conn.Close(ctx)
+	s.conn, s.tx = nil, nil
+}
+
+// setup runs the schema phase: identify both sides, export the snapshot,
+// read the catalog, check the target, dump and restore pre-data, plan, and
+// persist the plan. The snapshot stays held on return.
+func (c *Coordinator) setup(ctx context.Context, st *store.Store, rpc *rpcserver.Server) (*heldSnapshot, error) {
+	started := time.Now()
+	var timings []store.Timing
+	mark := func(name string, since time.Time) {
+		timings = append(timings, store.Timing{Name: name, Millis: time.Since(since).Milliseconds()})
+	}
+	tools, err := schema.FindTools()
+	if err != nil {
+		return nil, err
+	}
+
+	// 1. Connect to both sides and identify them.
+	srcConn, err := c.src.Connect(ctx, "pgcaravan-coordinator")
+	if err != nil {
+		return nil, err
+	}
+	snap := &heldSnapshot{conn: srcConn}
+	dstConn, err := c.dst.Connect(ctx, "pgcaravan-coordinator")
+	if err != nil {
+		return snap, err
+	}
+	defer dstConn.Close(context.Background())
+	srcID, err := catalog.ReadIdentity(ctx, srcConn)
+	if err != nil {
+		return snap, fmt.Errorf("source %s: %w", c.src, err)
+	}
+	dstID, err := catalog.ReadIdentity(ctx, dstConn)
+	if err != nil {
+		return snap, fmt.Errorf("target %s: %w", c.dst, err)
+	}
+	if srcID.SystemID == dstID.SystemID && srcID.Database == dstID.Database {
+		return snap, fmt.Errorf("source and target are the same database (%q on system %s): point --target at another database", srcID.Database, srcID.SystemID)
+	}
+	if err := checkPgDumpVersion(ctx, tools.PgDump, srcID.ServerVersion); err != nil {
+		return snap, err
+	}
+	meta := store.Meta{
+		MigrationID: newMigrationID(),
+		Source:      store.Identity(srcID),
+		Target:      store.Identity(dstID),
+		Options:     c.cfg.Plan,
+		Phase:       store.PhaseSchema,
+		StartedAt:   started,
+	}
+	meta.Options.BinaryCopy = srcID.ServerVersion/10000 == dstID.ServerVersion/10000
+	rpc.SetMigration(meta)
+
+	// 2. Export the snapshot from a REPEATABLE READ READ ONLY transaction
+	// that stays open while units need it.
+	t := time.Now()
+	snap.tx, err = srcConn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return snap, fmt.Errorf("source %s: begin snapshot transaction: %w", c.src, err)
+	}
+	err = snap.tx.QueryRow(ctx, `SELECT pg_export_snapshot(),
+		(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text`).
+		Scan(&snap.id, &snap.lsn)
+	if err != nil {
+		return snap, fmt.Errorf("source %s: export snapshot: %w", c.src, err)
+	}
+	meta.Snapshot = snap.id
+	c.log.Info("snapshot exported", "snapshot", snap.id, "lsn", snap.lsn)
+
+	// 3. Read the catalog inside the snapshot.
+	in := plan.Input{Options: meta.Options}
+	if in.Tables, err = catalog.ReadTables(ctx, snap.tx); err != nil {
+		return snap, fmt.Errorf("source %s: %w", c.src, err)
+	}
+	if in.Sequences, err = catalog.ReadSequences(ctx, snap.tx); err != nil {
+		return snap, fmt.Errorf("source %s: %w", c.src, err)
+	}
+	if in.LargeObjects, err = catalog.ReadLargeObjects(ctx, snap.tx); err != nil {
+		return snap, fmt.Errorf("source %s: %w", c.src, err)
+	}
+	mark("snapshot and catalog", t)
+
+	// 4. Refuse a target that already has what the clone would create.
+	if err := c.checkTarget(ctx, snap.tx, dstConn); err != nil {
+		return snap, err
+	}
+
+	// 5. Dump the schema under the snapshot and read its table of contents.
+	t = time.Now()
+	dumpFile := filepath.Join(c.cfg.Dir, "schema.dump")
+	if err := tools.Dump(ctx, c.src, dumpFile, schema.DumpOptions{Snapshot: snap.id, ExcludeSchemas: []string{catalog.OwnSchema}}); err != nil {
+		return snap, err
+	}
+	post, err := tools.List(ctx, dumpFile, schema.PostData)
+	if err != nil {
+		return snap, err
+	}
+	pre, err := tools.List(ctx, dumpFile, schema.PreData)
+	if err != nil {
+		return snap, err
+	}
+	mark("schema dump", t)
+
+	// 6. Plan, then give every unit made of dump entries its SQL.
+	t = time.Now()
+	in.PostData = entriesOf(post)
+	if err := catalog.Annotate(ctx, snap.tx, in.PostData); err != nil {
+		return snap, fmt.Errorf("source %s: %w", c.src, err)
+	}
+	in.Matviews = matviews(pre, in.Tables)
+	p := plan.Build(in)
+	restoreOpts := schema.RestoreOptions{NoOwner: c.cfg.NoOwner, NoACL: c.cfg.NoACL}
+	if err := fillSQL(ctx, tools, dumpFile, post, p.Units, restoreOpts); err != nil {
+		return snap, err
+	}
+	mark("plan", t)
+
+	// 7. Restore pre-data on the target and make the done-marker table.
+	t = time.Now()
+	restoreOpts.Clean = c.cfg.DropIfExists
+	if c.cfg.DropIfExists {
+		if _, err := dstConn.Exec(ctx, dropMarkerSchema); err != nil {
+			return snap, fmt.Errorf("target %s: drop leftover pgcaravan schema: %w", c.dst, err)
+		}
+	}
+	if err := tools.RestorePreData(ctx, dumpFile, c.dst, restoreOpts); err != nil {
+		return snap, err
+	}
+	if _, err := dstConn.Exec(ctx, createMarkerSchema); err != nil {
+		return snap, fmt.Errorf("target %s: create the pgcaravan schema for done-markers: %w", c.dst, err)
+	}
+	mark("pre-data restore", t)
+
+	// 8. Persist: from here on the store describes the migration.
+	meta.Phase = store.PhaseCopy
+	meta.Timings = timings
+	meta.Skipped = p.Skipped
+	epoch := store.Epoch{ID: 1, Snapshot: snap.id, LSN: snap.lsn, CreatedAt: time.Now()}
+	if err := st.SavePlan(p, epoch, lease.InitialState); err != nil {
+		return snap, fmt.Errorf("save plan: %w", err)
+	}
+	if err := st.PutMeta(meta); err != nil {
+		return snap, fmt.Errorf("save migration: %w", err)
+	}
+	rpc.SetMigration(meta)
+	for _, s := range p.Skipped {
+		c.log.Warn("skipped", "reason", s)
+	}
+	c.log.Info("plan ready", "migration_id", meta.MigrationID, "tables", len(p.Tables), "units", len(p.Units),
+		"schema_millis", time.Since(started).Milliseconds())
+	return snap, nil
+}
+
+// checkTarget lists the objects the clone would create that the target
+// already has, and refuses unless --drop-if-exists.
+func (c *Coordinator) checkTarget(ctx context.Context, src pgx.Tx, dst *pgx.Conn) error {
+	want, err := catalog.Objects(ctx, src)
+	if err != nil {
+		return fmt.Errorf("source %s: %w", c.src, err)
+	}
+	have, err := catalog.Objects(ctx, dst)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", c.dst, err)
+	}
+	conflicts := catalog.Conflicts(want, have)
+	if len(conflicts) == 0 {
+		return nil
+	}
+	if c.cfg.DropIfExists {
+		c.log.Warn("target has objects the clone creates; they are dropped first (--drop-if-exists)", "conflicts", len(conflicts))
+		return nil
+	}
+	shown := conflicts
+	if len(shown) > 20 {
+		shown = shown[:20]
+	}
+	more := ""
+	if len(conflicts) > len(shown) {
+		more = fmt.Sprintf("\n  … and %d more", len(conflicts)-len(shown))
+	}
+	return fmt.Errorf("%w: target %s already has %d object(s) the clone would create:\n  %s%s\n"+
+		"(point --target at an empty database, or pass --drop-if-exists to drop them first)",
+		ErrTargetNotEmpty, c.dst, len(conflicts), strings.Join(shown, "\n  "), more)
+}
+
+func entriesOf(list []schema.Entry) []plan.Entry {
+	out := make([]plan.Entry, len(list))
+	for i, e := range list {
+		out[i] = plan.Entry{DumpID: e.DumpID, Desc: e.Desc, Schema: e.Schema, Tag: e.Tag, ObjOID: e.ObjOID}
+	}
+	return out
+}
+
+// matviews are the populated materialized views, in dump order, which puts
+// a view after the views it reads.
+func matviews(pre []schema.Entry, tables []plan.Table) []plan.Table {
+	byOID := map[uint32]plan.Table{}
+	for _, t := range tables {
+		byOID[t.OID] = t
+	}
+	var out []plan.Table
+	for _, e := range pre {
+		if t, ok := byOID[e.ObjOID]; ok && e.Desc == "MATERIALIZED VIEW" && t.RelKind == "m" && t.Populated {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// fillSQL restores the SQL of every unit made of dump entries.
+func fillSQL(ctx context.Context, tools schema.Tools, dumpFile string, list []schema.Entry, units []plan.Unit, opts schema.RestoreOptions) error {
+	entries := make(map[int]schema.Entry, len(list))
+	for _, e := range list {
+		entries[e.DumpID] = e
+	}
+	var idx []int
+	var groups [][]int
+	for i, u := range units {
+		if len(u.DumpIDs) > 0 {
+			idx = append(idx, i)
+			groups = append(groups, u.DumpIDs)
+		}
+	}
+	sqls, err := tools.EntrySQL(ctx, dumpFile, entries, groups, opts)
+	if err != nil {
+		return err
+	}
+	for j, i := range idx {
+		units[i].SQL = sqls[j]
+	}
+	return nil
+}
+
+var versionRE = regexp.MustCompile(`\) (\d+)(?:\.(\d+))?`)
+
+// checkPgDumpVersion refuses a pg_dump older than the source server: it
+// would not understand the catalogs.
+func checkPgDumpVersion(ctx context.Context, pgDump string, serverVersion int) error {
+	out, err := exec.CommandContext(ctx, pgDump, "--version").Output()
+	if err != nil {
+		return fmt.Errorf("run %s --version: %w", pgDump, err)
+	}
+	m := versionRE.FindStringSubmatch(string(out))
+	if m == nil {
+		return nil
+	}
+	major, _ := strconv.Atoi(m[1])
+	if major < serverVersion/10000 {
+		return fmt.Errorf("%s is version %d but the source server is %d: install PostgreSQL %d client tools or newer",
+			pgDump, major, serverVersion/10000, serverVersion/10000)
+	}
+	return nil
+}
+
+func newMigrationID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}

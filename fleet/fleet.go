@@ -1,0 +1,166 @@
+// Package fleet runs a whole fleet inside one process: a coordinator and a
+// worker (with table and index loops) talking gRPC over loopback, exactly as
+// separate processes would, plus a live progress view. It is what
+// `pgcaravan clone` runs.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/pgcaravan/pgcaravan/coordinator"
+	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
+	"github.com/pgcaravan/pgcaravan/report"
+	"github.com/pgcaravan/pgcaravan/worker"
+)
+
+// Config is an embedded fleet's configuration.
+type Config struct {
+	Coordinator coordinator.Config
+	Worker      worker.Config
+	// TableJobs loops copy tables (and run the other non-index units);
+	// IndexJobs loops build indexes, constraints and foreign keys.
+	TableJobs int
+	IndexJobs int
+	// Progress receives the live view; nil for none.
+	Progress io.Writer
+	// Interactive redraws the view in place (a terminal).
+	Interactive bool
+	// ProgressInterval is how often the view is refreshed.
+	ProgressInterval time.Duration
+}
+
+var tableKinds = []pb.UnitKind{pb.UnitKind_UNIT_KIND_COPY, pb.UnitKind_UNIT_KIND_LARGE_OBJECTS,
+	pb.UnitKind_UNIT_KIND_SEQUENCES, pb.UnitKind_UNIT_KIND_VACUUM, pb.UnitKind_UNIT_KIND_POST_DATA,
+	pb.UnitKind_UNIT_KIND_REFRESH, pb.UnitKind_UNIT_KIND_FOREIGN_KEY}
+
+var indexKinds = []pb.UnitKind{pb.UnitKind_UNIT_KIND_INDEX, pb.UnitKind_UNIT_KIND_CONSTRAINT,
+	pb.UnitKind_UNIT_KIND_FOREIGN_KEY}
+
+// Run runs the migration to its end and returns its final status, read from
+// the store. The error is the coordinator's (or a worker's that could not
+// work at all).
+func Run(ctx context.Context, cfg Config, logger hclog.Logger) (*pb.StatusResponse, error) {
+	if cfg.TableJobs < 1 || cfg.IndexJobs < 1 {
+		return nil, errors.New("clone: --table-jobs and --index-jobs must be at least 1")
+	}
+	listen := cfg.Coordinator.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("clone: listen on %s: %w (pick another --listen)", listen, err)
+	}
+	cfg.Coordinator.Listener = lis
+	coord, err := coordinator.New(cfg.Coordinator, logger.Named("coordinator"))
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	cfg.Worker.Coordinator = lis.Addr().String()
+	cfg.Worker.Loops = []worker.Loop{{Count: cfg.TableJobs, Kinds: tableKinds}, {Count: cfg.IndexJobs, Kinds: indexKinds}}
+	wk, err := worker.New(cfg.Worker, logger)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	workerCtx, stopWorkers := context.WithCancel(gctx)
+	defer stopWorkers()
+	progressCtx, stopProgress := context.WithCancel(gctx)
+	defer stopProgress()
+	var coordErr error
+	g.Go(func() error {
+		coordErr = coord.Run(gctx)
+		// The workers exit on their own when told the migration finished;
+		// this covers a coordinator that stopped early.
+		stopWorkers()
+		stopProgress()
+		return nil
+	})
+	g.Go(func() error { return wk.Run(workerCtx) })
+	if cfg.Progress != nil {
+		g.Go(func() error {
+			watch(progressCtx, lis.Addr().String(), cfg)
+			return nil
+		})
+	}
+	werr := g.Wait()
+	if coordErr == nil && werr != nil {
+		coordErr = werr
+	}
+	final, serr := coordinator.ReadStatus(cfg.Coordinator.Dir)
+	if serr != nil && coordErr == nil {
+		coordErr = serr
+	}
+	return final, coordErr
+}
+
+// watch polls AdminService/Status over the same loopback gRPC a person's
+// grpcurl uses, and draws the progress view.
+func watch(ctx context.Context, addr string, cfg Config) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	admin := pb.NewAdminServiceClient(conn)
+	interval := cfg.ProgressInterval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var prev *pb.StatusResponse
+	lines := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, interval)
+		s, err := admin.Status(cctx, &pb.StatusRequest{})
+		cancel()
+		if err != nil || s.GetMigrationId() == "" {
+			continue
+		}
+		view := report.Progress(s, prev, interval, 10)
+		prev = s
+		if cfg.Interactive {
+			if lines > 0 {
+				fmt.Fprintf(cfg.Progress, "\033[%dA\033[J", lines)
+			}
+			lines = countLines(view)
+		}
+		fmt.Fprint(cfg.Progress, view)
+	}
+}
+
+func countLines(s string) int {
+	n := 0
+	for _, r := range s {
+		if r == '\n' {
+			n++
+		}
+	}
+	return n
+}
+
+// IsTerminal says whether f is a terminal, for the in-place progress view.
+func IsTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

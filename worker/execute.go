@@ -1,0 +1,347 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
+	"github.com/pgcaravan/pgcaravan/shared/ident"
+)
+
+// result is what a unit did.
+type result struct {
+	rows, bytes int64
+	// alreadyDone: the done-marker was on the target; nothing ran.
+	alreadyDone bool
+}
+
+// execute runs one unit. Every kind follows the same shape (ARCHITECTURE.md
+// "Exactly once"): look for the unit's done-marker; if absent, do the work
+// and insert the marker in the same target transaction.
+func (w *Worker) execute(ctx context.Context, l *pb.Lease, prog *progress) (result, error) {
+	dst, err := w.dst.Connect(ctx, "pgcaravan-worker")
+	if err != nil {
+		return result{}, err
+	}
+	defer dst.Close(context.Background())
+	for name, value := range w.cfg.TargetSettings {
+		if _, err := dst.Exec(ctx, fmt.Sprintf("SET %s = %s", ident.Quote(name), ident.Literal(value))); err != nil {
+			return result{}, fmt.Errorf("target: set %s: %w", name, err)
+		}
+	}
+	// A unit reported done must survive a target crash.
+	if _, err := dst.Exec(ctx, "SET synchronous_commit = on"); err != nil {
+		return result{}, fmt.Errorf("target: %w", err)
+	}
+	done, err := markerExists(ctx, dst, l)
+	if err != nil {
+		return result{}, err
+	}
+	if done {
+		return result{alreadyDone: true}, nil
+	}
+	u := l.GetUnit()
+	switch u.GetKind() {
+	case pb.UnitKind_UNIT_KIND_COPY:
+		return w.copyRows(ctx, dst, l, prog)
+	case pb.UnitKind_UNIT_KIND_LARGE_OBJECTS:
+		return w.copyLargeObjects(ctx, dst, l, prog)
+	case pb.UnitKind_UNIT_KIND_UNSPECIFIED:
+		return result{}, fmt.Errorf("unit %d has no kind", u.GetId())
+	default:
+		return runSQL(ctx, dst, l)
+	}
+}
+
+func markerExists(ctx context.Context, dst *pgx.Conn, l *pb.Lease) (bool, error) {
+	var one int
+	err := dst.QueryRow(ctx, `SELECT 1 FROM pgcaravan.unit_done WHERE migration_id = $1 AND unit_id = $2`,
+		l.GetMigrationId(), int64(l.GetUnit().GetId())).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("target: look for the done-marker of unit %d: %w", l.GetUnit().GetId(), err)
+	}
+	return true, nil
+}
+
+// execer is a connection or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func insertMarker(ctx context.Context, q execer, l *pb.Lease) error {
+	_, err := q.Exec(ctx, `INSERT INTO pgcaravan.unit_done (migration_id, unit_id) VALUES ($1, $2)`,
+		l.GetMigrationId(), int64(l.GetUnit().GetId()))
+	if err != nil {
+		return fmt.Errorf("target: insert the done-marker of unit %d: %w", l.GetUnit().GetId(), err)
+	}
+	return nil
+}
+
+// runSQL runs the SQL of an index, constraint, foreign key, post-data,
+// sequences, vacuum or refresh unit. The SQL may hold several statements,
+// so it goes through the simple query protocol.
+func runSQL(ctx context.Context, dst *pgx.Conn, l *pb.Lease) (result, error) {
+	u := l.GetUnit()
+	if !u.GetTransactional() {
+		if err := dst.PgConn().Exec(ctx, u.GetSql()).Close(); err != nil {
+			return result{}, fmt.Errorf("target: %s: %w", u.GetDescription(), err)
+		}
+		return result{}, insertMarker(ctx, dst, l)
+	}
+	tx, err := dst.Begin(ctx)
+	if err != nil {
+		return result{}, fmt.Errorf("target: begin: %w", err)
+	}
+	defer tx.Rollback(context.Background())
+	if err := dst.PgConn().Exec(ctx, u.GetSql()).Close(); err != nil {
+		return result{}, fmt.Errorf("target: %s: %w", u.GetDescription(), err)
+	}
+	if err := insertMarker(ctx, tx, l); err != nil {
+		return result{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return result{}, fmt.Errorf("target: commit unit %d: %w", u.GetId(), err)
+	}
+	return result{}, nil
+}
+
+// openSnapshot starts a source transaction that sees exactly the
+// coordinator's exported snapshot.
+func (w *Worker) openSnapshot(ctx context.Context, snapshot string) (*pgx.Conn, error) {
+	src, err := w.src.Connect(ctx, "pgcaravan-worker")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := src.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		src.Close(context.Background())
+		return nil, fmt.Errorf("source: begin: %w", err)
+	}
+	if snapshot != "" {
+		if _, err := src.Exec(ctx, "SET TRANSACTION SNAPSHOT "+ident.Literal(snapshot)); err != nil {
+			src.Close(context.Background())
+			return nil, fmt.Errorf("source: import snapshot %s: %w (the coordinator that exported it may have stopped)", snapshot, err)
+		}
+	}
+	return src, nil
+}
+
+// copyRows streams one copy unit: COPY ... TO STDOUT on the source, piped
+// byte for byte into COPY ... FROM STDIN on the target, rows never decoded.
+func (w *Worker) copyRows(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog *progress) (result, error) {
+	spec := l.GetUnit().GetCopy()
+	if spec == nil {
+		return result{}, fmt.Errorf("copy unit %d has no copy spec", l.GetUnit().GetId())
+	}
+	table := ident.Qualified(spec.GetSchema(), spec.GetTable())
+	cols := ident.QuoteList(spec.GetColumns())
+	format := "text"
+	if spec.GetFormat() == pb.CopyFormat_COPY_FORMAT_BINARY {
+		format = "binary"
+	}
+	var where string
+	if spec.GetStartBlock() != 0 || spec.GetEndBlock() != 0 {
+		where = fmt.Sprintf(" WHERE ctid >= '(%d,0)'::tid", spec.GetStartBlock())
+		if spec.GetEndBlock() != 0 {
+			where += fmt.Sprintf(" AND ctid < '(%d,0)'::tid", spec.GetEndBlock())
+		}
+	}
+	copyTo := fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT WITH (FORMAT %s)", cols, table, where, format)
+	target := table
+	if len(spec.GetColumns()) > 0 {
+		target += " (" + cols + ")"
+	}
+	freeze := ""
+	if spec.GetTruncateFreeze() {
+		freeze = ", FREEZE"
+	}
+	copyFrom := fmt.Sprintf("COPY %s FROM STDIN WITH (FORMAT %s%s)", target, format, freeze)
+
+	// 1. The source session imports the snapshot.
+	src, err := w.openSnapshot(ctx, l.GetSnapshot())
+	if err != nil {
+		return result{}, err
+	}
+	defer src.Close(context.Background())
+
+	// 2. One target transaction holds the TRUNCATE, the rows and the marker.
+	tx, err := dst.Begin(ctx)
+	if err != nil {
+		return result{}, fmt.Errorf("target: begin: %w", err)
+	}
+	defer tx.Rollback(context.Background())
+	if spec.GetTruncateFreeze() {
+		if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+table); err != nil {
+			return result{}, fmt.Errorf("target: truncate %s: %w", table, err)
+		}
+	}
+
+	// 3. Stream. The pipe carries COPY data in the server's own chunks.
+	pr, pw := io.Pipe()
+	count := &countingWriter{w: pw, prog: prog, text: format == "text"}
+	srcErr := make(chan error, 1)
+	go func() {
+		_, err := src.PgConn().CopyTo(ctx, count, copyTo)
+		pw.CloseWithError(err)
+		srcErr <- err
+	}()
+	tag, err := dst.PgConn().CopyFrom(ctx, pr, copyFrom)
+	pr.CloseWithError(errors.New("target copy ended"))
+	if serr := <-srcErr; serr != nil {
+		return result{}, fmt.Errorf("source: %s: %w", copyTo, serr)
+	}
+	if err != nil {
+		return result{}, fmt.Errorf("target: copy into %s: %w", table, err)
+	}
+
+	// 4. The marker commits with the rows.
+	if err := insertMarker(ctx, tx, l); err != nil {
+		return result{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return result{}, fmt.Errorf("target: commit copy of %s: %w", table, err)
+	}
+	return result{rows: tag.RowsAffected(), bytes: count.n}, nil
+}
+
+// countingWriter counts the bytes (and, for text COPY, the rows: every row
+// ends in a newline and newlines inside values are escaped) that pass.
+type countingWriter struct {
+	w    io.Writer
+	n    int64
+	prog *progress
+	text bool
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.prog.bytes.Add(int64(n))
+	if c.text {
+		c.prog.rows.Add(int64(bytes.Count(p[:n], []byte{'\n'})))
+	}
+	return n, err
+}
+
+// loChunk is how much of a large object moves per round trip.
+const loChunk = 8 << 20
+
+// copyLargeObjects copies a range of large objects with their owners and
+// grants, in one target transaction with the marker.
+func (w *Worker) copyLargeObjects(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog *progress) (result, error) {
+	r := l.GetUnit().GetLargeObjects()
+	src, err := w.openSnapshot(ctx, l.GetSnapshot())
+	if err != nil {
+		return result{}, err
+	}
+	defer src.Close(context.Background())
+	type lo struct {
+		oid   uint32
+		owner string
+		acl   []string
+	}
+	rows, err := src.Query(ctx, `SELECT oid, pg_get_userbyid(lomowner), coalesce(lomacl::text[], '{}')
+		FROM pg_largeobject_metadata WHERE oid BETWEEN $1 AND $2 ORDER BY oid`, r.GetFirstOid(), r.GetLastOid())
+	if err != nil {
+		return result{}, fmt.Errorf("source: list large objects %d-%d: %w", r.GetFirstOid(), r.GetLastOid(), err)
+	}
+	objects, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (lo, error) {
+		var o lo
+		return o, row.Scan(&o.oid, &o.owner, &o.acl)
+	})
+	if err != nil {
+		return result{}, fmt.Errorf("source: list large objects: %w", err)
+	}
+	tx, err := dst.Begin(ctx)
+	if err != nil {
+		return result{}, fmt.Errorf("target: begin: %w", err)
+	}
+	defer tx.Rollback(context.Background())
+	var res result
+	for _, o := range objects {
+		if _, err := tx.Exec(ctx, "SELECT lo_create($1)", o.oid); err != nil {
+			return result{}, fmt.Errorf("target: create large object %d: %w", o.oid, err)
+		}
+		for off := int64(0); ; off += loChunk {
+			var chunk []byte
+			if err := src.QueryRow(ctx, "SELECT lo_get($1, $2, $3)", o.oid, off, loChunk).Scan(&chunk); err != nil {
+				return result{}, fmt.Errorf("source: read large object %d: %w", o.oid, err)
+			}
+			if len(chunk) > 0 {
+				if _, err := tx.Exec(ctx, "SELECT lo_put($1, $2, $3)", o.oid, off, chunk); err != nil {
+					return result{}, fmt.Errorf("target: write large object %d: %w", o.oid, err)
+				}
+			}
+			res.bytes += int64(len(chunk))
+			prog.bytes.Add(int64(len(chunk)))
+			if len(chunk) < loChunk {
+				break
+			}
+		}
+		if !r.GetNoOwner() {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER LARGE OBJECT %d OWNER TO %s", o.oid, ident.Quote(o.owner))); err != nil {
+				return result{}, fmt.Errorf("target: large object %d owner %s: %w (create the role, or pass --no-owner)", o.oid, o.owner, err)
+			}
+		}
+		if !r.GetNoAcl() && len(o.acl) > 0 {
+			for _, stmt := range largeObjectGrants(o.oid, o.owner, o.acl) {
+				if _, err := tx.Exec(ctx, stmt); err != nil {
+					return result{}, fmt.Errorf("target: large object %d: %s: %w (create the role, or pass --no-acl)", o.oid, stmt, err)
+				}
+			}
+		}
+		res.rows++
+		prog.rows.Add(1)
+	}
+	if err := insertMarker(ctx, tx, l); err != nil {
+		return result{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return result{}, fmt.Errorf("target: commit large objects %d-%d: %w", r.GetFirstOid(), r.GetLastOid(), err)
+	}
+	return res, nil
+}
+
+// largeObjectGrants turns an aclitem[] ("grantee=rw*/grantor") into
+// statements that give the target the same privileges: first take away the
+// owner's implicit ones, then grant each item.
+func largeObjectGrants(oid uint32, owner string, acl []string) []string {
+	stmts := []string{fmt.Sprintf("REVOKE ALL ON LARGE OBJECT %d FROM %s", oid, ident.Quote(owner))}
+	for _, item := range acl {
+		grantee, rest, ok := strings.Cut(item, "=")
+		if !ok {
+			continue
+		}
+		privs, _, _ := strings.Cut(rest, "/")
+		to := "PUBLIC"
+		if grantee != "" {
+			to = ident.Quote(strings.Trim(grantee, `"`))
+		}
+		for i := 0; i < len(privs); i++ {
+			var priv string
+			switch privs[i] {
+			case 'r':
+				priv = "SELECT"
+			case 'w':
+				priv = "UPDATE"
+			default:
+				continue
+			}
+			stmt := fmt.Sprintf("GRANT %s ON LARGE OBJECT %d TO %s", priv, oid, to)
+			if i+1 < len(privs) && privs[i+1] == '*' {
+				stmt += " WITH GRANT OPTION"
+			}
+			stmts = append(stmts, stmt)
+		}
+	}
+	return stmts
+}
