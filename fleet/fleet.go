@@ -38,6 +38,8 @@ type Config struct {
 	Interactive bool
 	// ProgressInterval is how often the view is refreshed.
 	ProgressInterval time.Duration
+	// OnListen, if set, is told the admin API's address once it listens.
+	OnListen func(addr string)
 }
 
 var tableKinds = []pb.UnitKind{pb.UnitKind_UNIT_KIND_COPY, pb.UnitKind_UNIT_KIND_LARGE_OBJECTS,
@@ -63,6 +65,9 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) (*pb.StatusRespon
 		return nil, fmt.Errorf("clone: listen on %s: %w (pick another --listen)", listen, err)
 	}
 	cfg.Coordinator.Listener = lis
+	if cfg.OnListen != nil {
+		cfg.OnListen(lis.Addr().String())
+	}
 	coord, err := coordinator.New(cfg.Coordinator, logger.Named("coordinator"))
 	if err != nil {
 		lis.Close()

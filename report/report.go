@@ -43,9 +43,13 @@ func tableState(s pb.TableState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "TABLE_STATE_"))
 }
 
-func unitState(s pb.UnitState) string { return strings.ToLower(strings.TrimPrefix(s.String(), "UNIT_STATE_")) }
+func unitState(s pb.UnitState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "UNIT_STATE_"))
+}
 
-func unitKind(k pb.UnitKind) string { return strings.ToLower(strings.TrimPrefix(k.String(), "UNIT_KIND_")) }
+func unitKind(k pb.UnitKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "UNIT_KIND_"))
+}
 
 // Status writes the full status view.
 func Status(w io.Writer, s *pb.StatusResponse) {

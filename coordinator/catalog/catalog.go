@@ -264,4 +264,3 @@ func Conflicts(source, target []string) []string {
 	}
 	return out
 }
-

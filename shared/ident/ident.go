@@ -25,7 +25,7 @@ func QuoteList(names []string) string {
 	return strings.Join(quoted, ", ")
 }
 
-// Literal returns s as a standard-conforming string literal: 'it''s'.
+// Literal returns s as a standard-conforming string literal: 'it”s'.
 // It is for values that cannot be bind parameters (SET TRANSACTION SNAPSHOT,
 // utility statements).
 func Literal(s string) string {
