@@ -1,0 +1,327 @@
+// Command pgcaravan moves a PostgreSQL database to another server, spread
+// over a fleet: a coordinator, stateless workers, and (with --follow, later)
+// a CDC node. main only turns flags and environment into Configs, sets up the
+// logger and a signal-cancelled context, calls Run, and maps the error to an
+// exit code.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/pgcaravan/pgcaravan/coordinator"
+	"github.com/pgcaravan/pgcaravan/coordinator/verify"
+	"github.com/pgcaravan/pgcaravan/fleet"
+	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
+	"github.com/pgcaravan/pgcaravan/report"
+	"github.com/pgcaravan/pgcaravan/worker"
+)
+
+const usage = `pgcaravan moves a live PostgreSQL database to another server, spread over a fleet.
+
+Usage:
+  pgcaravan clone       --source URI --target URI [--dir DIR] [--table-jobs N] [--index-jobs N] [--listen ADDR]
+  pgcaravan coordinator --source URI --target URI --dir DIR [--listen ADDR]
+  pgcaravan worker      --coordinator ADDR --source URI --target URI [--jobs N]
+  pgcaravan status      (--dir DIR | --coordinator ADDR) [--json]
+  pgcaravan verify      --source URI --target URI
+
+Connection strings may also come from PGCARAVAN_SOURCE_URI and PGCARAVAN_TARGET_URI.
+Run 'pgcaravan COMMAND -h' for a command's flags.
+`
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(os.Stderr, usage)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmds := map[string]func(context.Context, []string) error{
+		"clone": runClone, "coordinator": runCoordinator, "worker": runWorker,
+		"status": runStatus, "verify": runVerify,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "pgcaravan: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+	err := cmd(ctx, args[1:])
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(os.Stderr, "pgcaravan %s: %v\n", args[0], err)
+		return exitUsage
+	default:
+		fmt.Fprintf(os.Stderr, "pgcaravan %s: %v\n", args[0], err)
+		return exitFail
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func usageErr(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
+}
+
+// common are the flags every database-facing command has.
+type common struct {
+	source, target string
+	logLevel       string
+	logFormat      string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.source, "source", os.Getenv("PGCARAVAN_SOURCE_URI"), "source connection string (env PGCARAVAN_SOURCE_URI)")
+	fs.StringVar(&c.target, "target", os.Getenv("PGCARAVAN_TARGET_URI"), "target connection string (env PGCARAVAN_TARGET_URI)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+}
+
+func (c *common) logger(name string, out io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.LevelFromString(c.logLevel),
+		Output: out, JSONFormat: c.logFormat == "json"})
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+func coordinatorFlags(fs *flag.FlagSet, cfg *coordinator.Config) {
+	fs.StringVar(&cfg.Dir, "dir", cfg.Dir, "directory for the store (pgcaravan.db) and the schema dump")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC listen address")
+	fs.BoolVar(&cfg.NoOwner, "no-owner", false, "do not restore object owners (pg_restore --no-owner)")
+	fs.BoolVar(&cfg.NoACL, "no-acl", false, "do not restore grants (pg_restore --no-acl)")
+	fs.BoolVar(&cfg.DropIfExists, "drop-if-exists", false, "drop objects on the target that the clone creates, instead of refusing")
+	fs.DurationVar(&cfg.Lease.TTL, "lease-ttl", cfg.Lease.TTL, "how long a lease lives without a heartbeat")
+	fs.IntVar(&cfg.Lease.MaxAttempts, "max-attempts", cfg.Lease.MaxAttempts, "deliveries of a unit before it is failed")
+}
+
+func runCoordinator(ctx context.Context, args []string) error {
+	var c common
+	cfg := coordinator.DefaultConfig()
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	c.register(fs)
+	coordinatorFlags(fs, &cfg)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.SourceURI, cfg.TargetURI = c.source, c.target
+	coord, err := coordinator.New(cfg, c.logger("coordinator", os.Stderr))
+	if err != nil {
+		return err
+	}
+	return coord.Run(ctx)
+}
+
+func runWorker(ctx context.Context, args []string) error {
+	var c common
+	cfg := worker.DefaultConfig()
+	jobs := 2
+	var settings settingFlags
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	c.register(fs)
+	fs.StringVar(&cfg.Coordinator, "coordinator", os.Getenv("PGCARAVAN_COORDINATOR"), "coordinator gRPC address (env PGCARAVAN_COORDINATOR)")
+	fs.IntVar(&jobs, "jobs", jobs, "pull loops: units run at once")
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "name shown in status")
+	fs.Var(&settings, "target-setting", "NAME=VALUE set on every target session, e.g. maintenance_work_mem=1GB (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.SourceURI, cfg.TargetURI = c.source, c.target
+	cfg.Loops = []worker.Loop{{Count: jobs}}
+	cfg.TargetSettings = settings
+	w, err := worker.New(cfg, c.logger("worker", os.Stderr))
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
+}
+
+func runClone(ctx context.Context, args []string) error {
+	var c common
+	cfg := fleet.Config{Coordinator: coordinator.DefaultConfig(), Worker: worker.DefaultConfig(),
+		TableJobs: max(2, runtime.NumCPU()), IndexJobs: max(2, runtime.NumCPU())}
+	cfg.Coordinator.Listen = "127.0.0.1:0"
+	var settings settingFlags
+	fs := flag.NewFlagSet("clone", flag.ContinueOnError)
+	c.register(fs)
+	coordinatorFlags(fs, &cfg.Coordinator)
+	fs.IntVar(&cfg.TableJobs, "table-jobs", cfg.TableJobs, "tables copied at once")
+	fs.IntVar(&cfg.IndexJobs, "index-jobs", cfg.IndexJobs, "indexes and constraints built at once")
+	fs.Var(&settings, "target-setting", "NAME=VALUE set on every target session (repeatable)")
+	quiet := fs.Bool("quiet", false, "no live progress")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.Coordinator.SourceURI, cfg.Coordinator.TargetURI = c.source, c.target
+	cfg.Worker.SourceURI, cfg.Worker.TargetURI = c.source, c.target
+	cfg.Worker.TargetSettings = settings
+	if cfg.Coordinator.Dir == "" {
+		dir, err := os.MkdirTemp("", "pgcaravan-clone-")
+		if err != nil {
+			return err
+		}
+		cfg.Coordinator.Dir = dir
+	}
+	// Logs go to DIR/pgcaravan.log; warnings and errors also to stderr, so
+	// they do not drown the progress view.
+	if err := os.MkdirAll(cfg.Coordinator.Dir, 0o700); err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(filepath.Join(cfg.Coordinator.Dir, "pgcaravan.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	logger := hclog.NewInterceptLogger(&hclog.LoggerOptions{Name: "clone", Level: hclog.LevelFromString(c.logLevel),
+		Output: logFile, JSONFormat: c.logFormat == "json"})
+	logger.RegisterSink(hclog.NewSinkAdapter(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr}))
+	if !*quiet {
+		cfg.Progress = os.Stderr
+		cfg.Interactive = fleet.IsTerminal(os.Stderr)
+		cfg.ProgressInterval = time.Second
+		if !cfg.Interactive {
+			cfg.ProgressInterval = 5 * time.Second
+		}
+	}
+	cfg.OnListen = func(addr string) {
+		fmt.Fprintf(os.Stderr, "pgcaravan clone: store and logs in %s\nadmin API: grpcurl -plaintext %s pgcaravan.v1.AdminService/Status\n",
+			cfg.Coordinator.Dir, addr)
+	}
+	final, err := fleet.Run(ctx, cfg, logger)
+	if final != nil {
+		fmt.Println()
+		report.Summary(os.Stdout, final)
+	}
+	if err != nil {
+		return fmt.Errorf("%w\nlogs: %s", err, filepath.Join(cfg.Coordinator.Dir, "pgcaravan.log"))
+	}
+	fmt.Printf("\nclone complete; status: pgcaravan status --dir %s\n", cfg.Coordinator.Dir)
+	return nil
+}
+
+func runStatus(ctx context.Context, args []string) error {
+	var dir, addr string
+	var asJSON bool
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.StringVar(&dir, "dir", "", "read the store in DIR (works after the coordinator has exited)")
+	fs.StringVar(&addr, "coordinator", os.Getenv("PGCARAVAN_COORDINATOR"), "ask a running coordinator at ADDR")
+	fs.BoolVar(&asJSON, "json", false, "print the AdminService/Status response as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var s *pb.StatusResponse
+	var err error
+	switch {
+	case addr != "":
+		s, err = remoteStatus(ctx, addr)
+	case dir != "":
+		s, err = coordinator.ReadStatus(dir)
+		if err != nil {
+			err = fmt.Errorf("%w (while a coordinator runs, use --coordinator ADDR)", err)
+		}
+	default:
+		return usageErr("give --dir DIR or --coordinator ADDR")
+	}
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		out, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: false}.Marshal(s)
+		if err != nil {
+			return err
+		}
+		fmt.Println(string(out))
+		return nil
+	}
+	report.Status(os.Stdout, s)
+	return nil
+}
+
+func remoteStatus(ctx context.Context, addr string) (*pb.StatusResponse, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator %s: %w", addr, err)
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := pb.NewAdminServiceClient(conn).Status(cctx, &pb.StatusRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("coordinator %s: %w", addr, err)
+	}
+	return s, nil
+}
+
+func runVerify(ctx context.Context, args []string) error {
+	var c common
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	c.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	rep, err := verify.Compare(ctx, c.source, c.target, verify.Options{})
+	if err != nil {
+		return err
+	}
+	rep.Print(os.Stdout)
+	if !rep.OK() {
+		return fmt.Errorf("verify: %d difference(s) between source and target", len(rep.Problems()))
+	}
+	return nil
+}
+
+// settingFlags collects NAME=VALUE flags.
+type settingFlags map[string]string
+
+func (s *settingFlags) String() string { return fmt.Sprint(map[string]string(*s)) }
+
+func (s *settingFlags) Set(v string) error {
+	name, value, ok := strings.Cut(v, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("want NAME=VALUE, got %q", v)
+	}
+	if *s == nil {
+		*s = map[string]string{}
+	}
+	(*s)[name] = value
+	return nil
+}

@@ -1,0 +1,22 @@
+// Package verify compares a source and a target database after a clone and
+// reports every difference it finds: the set of tables and their kind and
+// persistence, row counts and order-independent content checksums, columns,
+// indexes, constraints, sequences, triggers, views, functions, comments and
+// large objects.
+//
+// Each side is read inside one REPEATABLE READ READ ONLY transaction whose
+// snapshot is exported to the connections that checksum tables in parallel,
+// so every number on one side comes from one point in time. Sessions use
+// fixed output settings (UTC, ISO dates, hex bytea, exact floats) so that
+// values print the same on both servers.
+//
+// Definitions are compared as the servers print them (pg_get_indexdef,
+// pg_get_constraintdef, ...), so source and target should run the same
+// major version; across versions a definition may print differently and be
+// reported.
+//
+// verify must not write to either database, take locks beyond the ACCESS
+// SHARE that reading needs, or import any part of the copy path (catalog,
+// plan, schema, worker, ...): it is the independent judge of what that path
+// produced, and shares nothing with it but identifier quoting.
+package verify
