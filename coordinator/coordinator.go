@@ -113,11 +113,7 @@ func New(cfg Config, logger hclog.Logger) (*Coordinator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	src, err := pguri.Parse("source", cfg.SourceURI)
-	if err != nil {
-		return nil, err
-	}
-	dst, err := pguri.Parse("target", cfg.TargetURI)
+	src, dst, err := pguri.ParsePair(cfg.SourceURI, cfg.TargetURI)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgcaravan/pgcaravan/coordinator/store"
-	"github.com/pgcaravan/pgcaravan/coordinator/verify"
 	"github.com/pgcaravan/pgcaravan/integration/datagen"
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
 	"github.com/pgcaravan/pgcaravan/shared/pgtest"
@@ -100,15 +99,7 @@ func TestFleetProcesses(t *testing.T) {
 
 	// The verifier compares everything; equal row counts and checksums also
 	// show that no unit was applied twice.
-	rep, err := verify.Compare(ctx, srcURI, dstURI, verify.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.OK() {
-		var b strings.Builder
-		rep.Print(&b)
-		t.Fatalf("target differs from source:\n%s", b.String())
-	}
+	mustVerify(t, srcURI, dstURI)
 	// pgcaravan's own schema is gone from the target.
 	conn, err := pgx.Connect(ctx, dstURI)
 	if err != nil {

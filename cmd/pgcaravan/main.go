@@ -231,8 +231,12 @@ func runClone(ctx context.Context, args []string) error {
 		fmt.Println()
 		report.Summary(os.Stdout, final)
 	}
+	logs := filepath.Join(cfg.Coordinator.Dir, "pgcaravan.log")
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("interrupted: the target is incomplete; start over with --drop-if-exists and a new --dir\nlogs: %s", logs)
+	}
 	if err != nil {
-		return fmt.Errorf("%w\nlogs: %s", err, filepath.Join(cfg.Coordinator.Dir, "pgcaravan.log"))
+		return fmt.Errorf("%w\nlogs: %s", err, logs)
 	}
 	fmt.Printf("\nclone complete; status: pgcaravan status --dir %s\n", cfg.Coordinator.Dir)
 	return nil

@@ -41,6 +41,16 @@ func Parse(role, raw string) (URI, error) {
 	return URI{role: role, raw: raw, config: cfg}, nil
 }
 
+// ParsePair parses the source and target connection strings every
+// component takes.
+func ParsePair(source, target string) (src, dst URI, err error) {
+	if src, err = Parse("source", source); err != nil {
+		return src, dst, err
+	}
+	dst, err = Parse("target", target)
+	return src, dst, err
+}
+
 // String is the connection string with the password replaced by "xxxxx".
 func (u URI) String() string { return Redact(u.raw) }
 
