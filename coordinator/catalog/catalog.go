@@ -61,6 +61,8 @@ func ReadTables(ctx context.Context, q Querier) ([]plan.Table, error) {
 	rows, err := q.Query(ctx, `
 SELECT c.oid, n.nspname, c.relname, c.relkind::text,
        coalesce((SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid AND c.relispartition), 0),
+       coalesce((SELECT array_agg(i.inhparent::int8 ORDER BY i.inhseqno) FROM pg_inherits i
+                 WHERE i.inhrelid = c.oid AND NOT c.relispartition), '{}'),
        coalesce(array_agg(a.attname ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
        coalesce(bool_and(t.typsend <> 0 AND t.typreceive <> 0
                 AND (t.typelem = 0 OR (e.typsend <> 0 AND e.typreceive <> 0))), true),
@@ -80,8 +82,12 @@ ORDER BY n.nspname, c.relname`)
 	}
 	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (plan.Table, error) {
 		var t plan.Table
-		err := r.Scan(&t.OID, &t.Schema, &t.Name, &t.RelKind, &t.ParentOID, &t.Columns, &t.BinarySafe,
+		var inherits []int64
+		err := r.Scan(&t.OID, &t.Schema, &t.Name, &t.RelKind, &t.ParentOID, &inherits, &t.Columns, &t.BinarySafe,
 			&t.EstRows, &t.Bytes, &t.Populated)
+		for _, p := range inherits {
+			t.InheritsFrom = append(t.InheritsFrom, uint32(p))
+		}
 		return t, err
 	})
 	if err != nil {

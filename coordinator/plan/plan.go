@@ -57,6 +57,9 @@ func newBuilder(in Input) *builder {
 		if t.ParentOID != 0 {
 			b.children[t.ParentOID] = append(b.children[t.ParentOID], t.OID)
 		}
+		for _, p := range t.InheritsFrom {
+			b.children[p] = append(b.children[p], t.OID)
+		}
 	}
 	return b
 }
@@ -71,11 +74,40 @@ func (b *builder) add(u Unit) uint64 {
 	return u.ID
 }
 
-// group is the table and every partition below it.
+// group is the table and every partition or inheriting table below it,
+// each once (multiple inheritance can reach a table twice).
 func (b *builder) group(oid uint32) []uint32 {
-	out := []uint32{oid}
-	for _, c := range b.children[oid] {
-		out = append(out, b.group(c)...)
+	seen := map[uint32]bool{}
+	var walk func(uint32)
+	var out []uint32
+	walk = func(o uint32) {
+		if seen[o] {
+			return
+		}
+		seen[o] = true
+		out = append(out, o)
+		for _, c := range b.children[o] {
+			walk(c)
+		}
+	}
+	walk(oid)
+	return out
+}
+
+// groupBytes sizes a unit on a table by everything it touches.
+func (b *builder) groupBytes(oid uint32) int64 {
+	var n int64
+	for _, t := range b.group(oid) {
+		n += b.tables[t].Bytes
+	}
+	return n
+}
+
+// allCopies are every copy unit of the plan.
+func (b *builder) allCopies() []uint64 {
+	var out []uint64
+	for _, t := range b.in.Tables {
+		out = append(out, b.copies[t.OID]...)
 	}
 	return out
 }
@@ -132,7 +164,7 @@ func (b *builder) postDataUnits() {
 	}
 	var constraints, attaches, fks []pending
 	for _, e := range b.in.PostData {
-		size := b.tables[e.TableOID].Bytes
+		size := b.groupBytes(e.TableOID)
 		switch e.Desc {
 		case "INDEX":
 			id := b.add(Unit{Kind: KindIndex, TableOID: e.TableOID, Description: e.Tag,
@@ -162,7 +194,7 @@ func (b *builder) postDataUnits() {
 			attaches = append(attaches, pending{int(id - 1), e})
 		case "FK CONSTRAINT":
 			id := b.add(Unit{Kind: KindForeignKey, TableOID: e.TableOID, Description: constraintName(e),
-				DumpIDs: []int{e.DumpID}, Transactional: true, Size: size + b.tables[e.RefTableOID].Bytes})
+				DumpIDs: []int{e.DumpID}, Transactional: true, Size: size + b.groupBytes(e.RefTableOID)})
 			fks = append(fks, pending{int(id - 1), e})
 		default:
 			b.rest = append(b.rest, e.DumpID)
@@ -172,6 +204,11 @@ func (b *builder) postDataUnits() {
 	// lock that would stall those builds, and USING INDEX needs its index.
 	for _, p := range constraints {
 		u := &b.units[p.unit]
+		if p.entry.TableOID == 0 {
+			// A domain constraint: COPY checks every row against it, and a
+			// NOT VALID one must not meet rows that already break it.
+			u.DependsOn = b.allCopies()
+		}
 		u.DependsOn = dedupe(append(append(u.DependsOn, b.leafCopies(p.entry.TableOID)...), b.groupBuilt(p.entry.TableOID)...))
 		b.built[p.entry.TableOID] = append(b.built[p.entry.TableOID], u.ID)
 		if p.entry.IndexOID != 0 {
@@ -260,11 +297,7 @@ func (b *builder) vacuumUnits() {
 // once every index, constraint and foreign key exists; then materialized
 // views are refreshed, in dump order.
 func (b *builder) finalUnits() {
-	var all []uint64
-	for _, t := range b.in.Tables {
-		all = append(all, b.copies[t.OID]...)
-	}
-	all = append(all, b.ddl...)
+	all := append(b.allCopies(), b.ddl...)
 	var post uint64
 	if len(b.rest) > 0 {
 		post = b.add(Unit{Kind: KindPostData, Description: fmt.Sprintf("%d post-data entries", len(b.rest)),

@@ -32,6 +32,10 @@ type Table struct {
 	RelKind string `json:"relkind"`
 	// ParentOID is the partitioned table this one is a partition of, or 0.
 	ParentOID uint32 `json:"parent_oid,omitempty"`
+	// InheritsFrom are the tables this one inherits from (not as a
+	// partition). DDL on a parent without ONLY reaches its children, so
+	// such DDL waits for the children's rows too.
+	InheritsFrom []uint32 `json:"inherits_from,omitempty"`
 	// Columns are the columns COPY carries: every column except dropped and
 	// generated ones, in attnum order.
 	Columns []string `json:"columns"`

@@ -152,12 +152,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s := &Store{db: db}
-	if opts.ReadOnly {
-		return s, s.checkVersion()
+	check := s.checkVersion
+	if !opts.ReadOnly {
+		check = s.init
 	}
-	if err := s.init(); err != nil {
+	if err := check(); err != nil {
 		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return s, nil
 }
