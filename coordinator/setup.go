@@ -240,7 +240,7 @@ func (c *Coordinator) checkTarget(ctx context.Context, src pgx.Tx, dst *pgx.Conn
 func entriesOf(list []schema.Entry) []plan.Entry {
 	out := make([]plan.Entry, len(list))
 	for i, e := range list {
-		out[i] = plan.Entry{DumpID: e.DumpID, Desc: e.Desc, Schema: e.Schema, Tag: e.Tag, ObjOID: e.ObjOID}
+		out[i] = plan.Entry{DumpID: e.DumpID, Desc: e.Desc, Schema: e.Schema, Tag: e.Tag, Names: e.Names, ObjOID: e.ObjOID}
 	}
 	return out
 }

@@ -313,18 +313,19 @@ func (w *Worker) copyLargeObjects(ctx context.Context, dst *pgx.Conn, l *pb.Leas
 
 // largeObjectGrants turns an aclitem[] ("grantee=rw*/grantor") into
 // statements that give the target the same privileges: first take away the
-// owner's implicit ones, then grant each item.
+// owner's implicit ones, then grant each item. The grantor is not kept: the
+// grants are made by the worker's role.
 func largeObjectGrants(oid uint32, owner string, acl []string) []string {
 	stmts := []string{fmt.Sprintf("REVOKE ALL ON LARGE OBJECT %d FROM %s", oid, ident.Quote(owner))}
 	for _, item := range acl {
-		grantee, rest, ok := strings.Cut(item, "=")
+		grantee, rest, ok := cutACLName(item)
 		if !ok {
 			continue
 		}
 		privs, _, _ := strings.Cut(rest, "/")
 		to := "PUBLIC"
 		if grantee != "" {
-			to = ident.Quote(strings.Trim(grantee, `"`))
+			to = ident.Quote(grantee)
 		}
 		for i := 0; i < len(privs); i++ {
 			var priv string
@@ -344,4 +345,30 @@ func largeObjectGrants(oid uint32, owner string, acl []string) []string {
 		}
 	}
 	return stmts
+}
+
+// cutACLName splits an aclitem's text at the "=" after the grantee. A
+// grantee with special characters is double-quoted, with "" for a quote, and
+// may itself contain "=".
+func cutACLName(item string) (name, rest string, ok bool) {
+	if !strings.HasPrefix(item, `"`) {
+		return strings.Cut(item, "=")
+	}
+	var b strings.Builder
+	for i := 1; i < len(item); i++ {
+		if item[i] != '"' {
+			b.WriteByte(item[i])
+			continue
+		}
+		if i+1 < len(item) && item[i+1] == '"' {
+			b.WriteByte('"')
+			i++
+			continue
+		}
+		if i+1 < len(item) && item[i+1] == '=' {
+			return b.String(), item[i+2:], true
+		}
+		return "", "", false
+	}
+	return "", "", false
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -143,10 +144,11 @@ FROM pg_constraint WHERE oid = $1`, e.ObjOID).Scan(&e.TableOID, &e.RefTableOID, 
 				e.IndexDef = *indexDef
 			}
 		case "INDEX ATTACH":
-			// The entry names the child index; pg_inherits gives its parent.
-			child, ok := indexByName[e.Schema+"\x00"+e.Tag]
+			// The entry names the child index (it has no OID); pg_inherits
+			// gives its parent.
+			child, ok := lookupByNames(indexByName, e)
 			if !ok {
-				return fmt.Errorf("index attach %s.%s: index not found in the catalog", e.Schema, e.Tag)
+				return fmt.Errorf("index attach %q: index not found in the catalog", e.Names)
 			}
 			e.IndexOID = child
 			e.ParentIndexOID = indexParent[child]
@@ -156,6 +158,26 @@ FROM pg_constraint WHERE oid = $1`, e.ObjOID).Scan(&e.TableOID, &e.RefTableOID, 
 		}
 	}
 	return nil
+}
+
+// lookupByNames finds an object named by a TOC entry. pg_restore prints
+// "schema tag owner" unquoted, so a name with spaces can split anywhere:
+// try the best-effort split, then every split of the words.
+func lookupByNames(byName map[string]uint32, e *plan.Entry) (uint32, bool) {
+	if oid, ok := byName[e.Schema+"\x00"+e.Tag]; ok {
+		return oid, true
+	}
+	words := strings.Split(e.Names, " ")
+	for i := 1; i < len(words); i++ {
+		for j := i + 1; j <= len(words); j++ {
+			schema, tag := strings.Join(words[:i], " "), strings.Join(words[i:j], " ")
+			if oid, ok := byName[schema+"\x00"+tag]; ok {
+				e.Schema, e.Tag = schema, tag
+				return oid, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // tableOf finds the table of a trigger, rule or policy, for display only.

@@ -43,6 +43,8 @@ CREATE TABLE parent (id int, v text);
 CREATE TABLE child (extra int) INHERITS (parent);
 INSERT INTO parent VALUES (1, 'p');
 INSERT INTO child VALUES (2, 'c', 3);
+CREATE TABLE mixin (tag text);
+CREATE TABLE grandchild () INHERITS (child, mixin);
 
 CREATE TABLE measurement (id int, region text NOT NULL, at date NOT NULL) PARTITION BY LIST (region);
 CREATE TABLE measurement_east PARTITION OF measurement FOR VALUES IN ('east');
@@ -159,8 +161,8 @@ func TestReadTables(t *testing.T) {
 	}
 	want := []string{
 		`Sch ema.we"ird.T`,
-		"public.child", "public.docs", "public.gen", "public.measurement", "public.measurement_east",
-		"public.measurement_west", "public.measurement_west_2024", "public.no_binary", "public.no_binary_elem",
+		"public.child", "public.docs", "public.gen", "public.grandchild", "public.measurement", "public.measurement_east",
+		"public.measurement_west", "public.measurement_west_2024", "public.mixin", "public.no_binary", "public.no_binary_elem",
 		"public.no_columns", "public.parent", "public.plain", "public.plain_count", "public.plain_ids", "public.scratch",
 	}
 	if !slices.Equal(names, want) {
@@ -206,7 +208,10 @@ func TestReadTables(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tb := byName[tt.name]
+			tb, ok := byName[tt.name]
+			if !ok {
+				t.Fatalf("not read")
+			}
 			if tb.RelKind != tt.relkind {
 				t.Errorf("RelKind = %q, want %q", tb.RelKind, tt.relkind)
 			}
@@ -236,6 +241,20 @@ func TestReadTables(t *testing.T) {
 			}
 		})
 	}
+	// Inheritance, in declaration order; partitions are not inheritance.
+	inherits := map[string][]uint32{
+		"public.child":      {oid("public.parent")},
+		"public.grandchild": {oid("public.child"), oid("public.mixin")},
+	}
+	for _, tb := range tables {
+		if want := inherits[tb.QualifiedName()]; !slices.Equal(tb.InheritsFrom, want) {
+			t.Errorf("%s InheritsFrom = %v, want %v", tb.QualifiedName(), tb.InheritsFrom, want)
+		}
+	}
+	if got := byName["public.grandchild"].Columns; !slices.Equal(got, []string{"id", "v", "extra", "tag"}) {
+		t.Errorf("grandchild Columns = %q", got)
+	}
+
 	if got := byName["public.plain"].EstRows; got != 1000 {
 		t.Errorf("plain EstRows = %d, want 1000 after ANALYZE", got)
 	}

@@ -66,6 +66,9 @@ type Entry struct {
 	Desc   string `json:"desc"`
 	Schema string `json:"schema"`
 	Tag    string `json:"tag"`
+	// Names is "schema tag owner" as pg_restore printed it; Schema and Tag
+	// are its best-effort split, wrong when a name has a space.
+	Names  string `json:"names,omitempty"`
 	ObjOID uint32 `json:"obj_oid"`
 	// TableOID is the table the object belongs to (for INDEX ATTACH: the
 	// table of the parent index); 0 when unknown or not table-bound.

@@ -135,6 +135,9 @@ type Entry struct {
 	// Tag is the object name; for constraints and triggers "table name".
 	Tag   string
 	Owner string
+	// Names is the "schema tag owner" part of the line as printed. Names
+	// with spaces make its split ambiguous; see plan.Entry.Names.
+	Names string
 	// Line is the entry as pg_restore -l printed it, for a -L list.
 	Line string
 }
@@ -202,6 +205,7 @@ func parseList(out []byte) ([]Entry, error) {
 		}
 		e.Desc = best
 		rest = strings.TrimPrefix(rest, best+" ")
+		e.Names = rest
 		// rest is "schema tag owner"; schema is "-" when none. Names with
 		// spaces make the split ambiguous, so the catalog resolves objects by
 		// OID wherever it can; schema and tag are best effort.
