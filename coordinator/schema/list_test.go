@@ -109,6 +109,8 @@ func TestParseListEntries(t *testing.T) {
 				t.Fatalf("parseList gave %d entries, want 1: %+v", len(got), got)
 			}
 			tt.want.Line = tt.line
+			// Names is the line after "ID; CATALOG OID DESC ".
+			tt.want.Names = strings.TrimPrefix(strings.SplitN(tt.line, " ", 4)[3], tt.want.Desc+" ")
 			if got[0] != tt.want {
 				t.Errorf("parseList(%q)\n got  %+v\n want %+v", tt.line, got[0], tt.want)
 			}
