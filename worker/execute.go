@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -187,7 +186,7 @@ func (w *Worker) copyRows(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog 
 
 	// 3. Stream. The pipe carries COPY data in the server's own chunks.
 	pr, pw := io.Pipe()
-	count := &countingWriter{w: pw, prog: prog, text: format == "text"}
+	count := &countingWriter{w: pw, prog: prog, rows: newRowCounter(format == "binary")}
 	srcErr := make(chan error, 1)
 	go func() {
 		_, err := src.PgConn().CopyTo(ctx, count, copyTo)
@@ -213,22 +212,19 @@ func (w *Worker) copyRows(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog 
 	return result{rows: tag.RowsAffected(), bytes: count.n}, nil
 }
 
-// countingWriter counts the bytes (and, for text COPY, the rows: every row
-// ends in a newline and newlines inside values are escaped) that pass.
+// countingWriter counts the bytes and rows that pass, for heartbeats.
 type countingWriter struct {
 	w    io.Writer
 	n    int64
 	prog *progress
-	text bool
+	rows *rowCounter
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	c.prog.bytes.Add(int64(n))
-	if c.text {
-		c.prog.rows.Add(int64(bytes.Count(p[:n], []byte{'\n'})))
-	}
+	c.prog.rows.Add(c.rows.feed(p[:n]))
 	return n, err
 }
 

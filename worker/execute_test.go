@@ -108,8 +108,8 @@ func TestExecuteCopyFormats(t *testing.T) {
 			if prog.bytes.Load() != res.bytes {
 				t.Errorf("progress bytes %d, result bytes %d", prog.bytes.Load(), res.bytes)
 			}
-			if format == pb.CopyFormat_COPY_FORMAT_TEXT && prog.rows.Load() != 2001 {
-				t.Errorf("text progress rows = %d, want 2001", prog.rows.Load())
+			if prog.rows.Load() != 2001 {
+				t.Errorf("%s progress rows = %d, want 2001", format, prog.rows.Load())
 			}
 			if got := one(t, f.dst, checksum); got != want {
 				t.Errorf("target items = %s, source %s", got, want)
