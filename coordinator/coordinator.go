@@ -25,7 +25,9 @@ import (
 	"github.com/pgcaravan/pgcaravan/coordinator/rpcserver"
 	"github.com/pgcaravan/pgcaravan/coordinator/store"
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
+	"github.com/pgcaravan/pgcaravan/shared/metrics"
 	"github.com/pgcaravan/pgcaravan/shared/pguri"
+	"github.com/pgcaravan/pgcaravan/shared/rpcsec"
 )
 
 var (
@@ -35,8 +37,6 @@ var (
 	ErrTargetNotEmpty = errors.New("coordinator: target is not empty")
 	// ErrOtherMigration means --dir holds another migration's store.
 	ErrOtherMigration = errors.New("coordinator: the store belongs to another migration")
-	// ErrUnfinished means --dir holds a migration this version cannot resume.
-	ErrUnfinished = errors.New("coordinator: the store holds an unfinished migration")
 )
 
 // Config is one coordinator's configuration.
@@ -64,6 +64,11 @@ type Config struct {
 	// ExitGrace is how long the server keeps answering after the migration
 	// ends, so idle workers learn it and exit.
 	ExitGrace time.Duration
+	// Security is the bearer token and TLS of the gRPC server. A listen
+	// address beyond loopback requires a token.
+	Security rpcsec.Config
+	// MetricsListen serves Prometheus /metrics; empty disables it.
+	MetricsListen string
 }
 
 // DefaultConfig is the configuration the CLI starts from.
@@ -86,6 +91,10 @@ func (c Config) Validate() error {
 	}
 	if c.Listen == "" && c.Listener == nil {
 		problems = append(problems, "--listen is required")
+	} else if c.Listener == nil {
+		if err := c.Security.CheckListen(c.Listen); err != nil {
+			problems = append(problems, err.Error())
+		}
 	}
 	if c.HeartbeatInterval <= 0 || c.Lease.TTL <= c.HeartbeatInterval {
 		problems = append(problems, fmt.Sprintf("the lease TTL (%s) must be longer than the heartbeat interval (%s)", c.Lease.TTL, c.HeartbeatInterval))
@@ -129,29 +138,45 @@ func (c *Coordinator) Addr() string { return c.addr }
 
 // Run runs the migration to its end. It returns nil when every unit is done,
 // an error wrapping ErrUnitsFailed when some failed, or the error that
-// stopped it. It returns only after its goroutines have.
+// stopped it. It returns only after its goroutines have. On a --dir that
+// holds an unfinished migration it resumes it.
 func (c *Coordinator) Run(ctx context.Context) error {
 	st, err := store.Open(c.cfg.Dir, store.Options{})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	var resume *store.Meta
 	if meta, err := st.Meta(); err == nil {
-		return c.existing(meta)
+		if err := c.sameMigration(meta); err != nil {
+			return err
+		}
+		if meta.Phase == store.PhaseDone {
+			c.log.Info("migration is already complete", "migration_id", meta.MigrationID, "dir", c.cfg.Dir)
+			return nil
+		}
+		resume = &meta
 	} else if !errors.Is(err, store.ErrNoMigration) {
 		return err
 	}
 
+	srvOpts, err := rpcsec.ServerOptions(c.cfg.Security)
+	if err != nil {
+		return err
+	}
 	lis := c.cfg.Listener
 	if lis == nil {
 		lis, err = net.Listen("tcp", c.cfg.Listen)
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w (is another coordinator running? pick another --listen)", c.cfg.Listen, err)
 		}
+	} else if err := c.cfg.Security.CheckListen(lis.Addr().String()); err != nil {
+		lis.Close()
+		return err
 	}
 	c.addr = lis.Addr().String()
 	rpc := rpcserver.New(rpcserver.Config{HeartbeatInterval: c.cfg.HeartbeatInterval, MaxWait: c.cfg.MaxWait}, st, c.log)
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(srvOpts...)
 	pb.RegisterCoordinatorServiceServer(srv, rpc)
 	pb.RegisterAdminServiceServer(srv, rpc)
 	healthSrv := health.NewServer()
@@ -159,16 +184,30 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	reflection.Register(srv)
 
 	g, gctx := errgroup.WithContext(ctx)
+	// The metrics server lives as long as the gRPC server.
+	opsCtx, stopOps := context.WithCancel(gctx)
+	defer stopOps()
+	if c.cfg.MetricsListen != "" {
+		reg := metrics.NewRegistry()
+		reg.MustRegister(newCollector(st, rpc))
+		ms, err := metrics.Listen(c.cfg.MetricsListen, reg)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		g.Go(func() error { return ms.Serve(opsCtx) })
+		c.log.Info("metrics listening", "addr", ms.Addr())
+	}
 	g.Go(func() error {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("grpc serve: %w", err)
 		}
 		return nil
 	})
-	c.log.Info("coordinator listening", "addr", c.addr, "dir", c.cfg.Dir)
+	c.log.Info("coordinator listening", "addr", c.addr, "dir", c.cfg.Dir, "tls", c.cfg.Security.TLS(), "auth", c.cfg.Security.Token != "")
 	close(c.ready)
 
-	runErr := c.migrate(gctx, st, rpc, g)
+	runErr := c.migrate(gctx, st, rpc, g, resume)
 	// Keep answering briefly so idle workers hear that the migration ended.
 	if runErr == nil || errors.Is(runErr, ErrUnitsFailed) {
 		select {
@@ -185,6 +224,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		srv.Stop()
 		<-stopped
 	}
+	stopOps()
 	if err := g.Wait(); err != nil && runErr == nil && ctx.Err() == nil {
 		runErr = err
 	}
@@ -194,24 +234,27 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	return runErr
 }
 
-// existing handles a store that already holds a migration.
-func (c *Coordinator) existing(meta store.Meta) error {
+// sameMigration refuses a store that belongs to another migration (by
+// database names here; by system identifiers once connected, in resume).
+func (c *Coordinator) sameMigration(meta store.Meta) error {
 	if meta.Source.Database != c.src.Database() || meta.Target.Database != c.dst.Database() {
 		return fmt.Errorf("%w: %s holds migration %s from database %q to %q, not %q to %q (use another --dir)",
 			ErrOtherMigration, c.cfg.Dir, meta.MigrationID, meta.Source.Database, meta.Target.Database,
 			c.src.Database(), c.dst.Database())
 	}
-	if meta.Phase == store.PhaseDone {
-		c.log.Info("migration is already complete", "migration_id", meta.MigrationID, "dir", c.cfg.Dir)
-		return nil
-	}
-	return fmt.Errorf("%w: %s holds migration %s in phase %s; this version cannot resume it yet: "+
-		"remove the directory and re-run with --drop-if-exists to start over", ErrUnfinished, c.cfg.Dir, meta.MigrationID, meta.Phase)
+	return nil
 }
 
-// migrate sets the migration up, then drives it until no unit can run.
-func (c *Coordinator) migrate(ctx context.Context, st *store.Store, rpc *rpcserver.Server, g *errgroup.Group) error {
-	snap, err := c.setup(ctx, st, rpc)
+// migrate sets the migration up (or resumes it), then drives it until no
+// unit can run.
+func (c *Coordinator) migrate(ctx context.Context, st *store.Store, rpc *rpcserver.Server, g *errgroup.Group, resume *store.Meta) error {
+	var snap *heldSnapshot
+	var err error
+	if resume != nil {
+		snap, err = c.resume(ctx, st, rpc, *resume)
+	} else {
+		snap, err = c.setup(ctx, st, rpc)
+	}
 	if snap != nil {
 		defer snap.release(context.Background())
 	}
@@ -222,6 +265,7 @@ func (c *Coordinator) migrate(ctx context.Context, st *store.Store, rpc *rpcserv
 	if err != nil {
 		return err
 	}
+	broker.SetFence(func(u store.Unit) { c.fence(ctx, u) })
 	bctx, stopBroker := context.WithCancel(ctx)
 	defer stopBroker()
 	g.Go(func() error { return broker.Run(bctx) })

@@ -20,6 +20,7 @@ import (
 	"github.com/pgcaravan/pgcaravan/coordinator/rpcserver"
 	"github.com/pgcaravan/pgcaravan/coordinator/schema"
 	"github.com/pgcaravan/pgcaravan/coordinator/store"
+	"github.com/pgcaravan/pgcaravan/shared/pguri"
 )
 
 // createMarkerSchema makes the table of done-markers on the target. A unit's
@@ -44,13 +45,32 @@ type heldSnapshot struct {
 
 func (s *heldSnapshot) held() bool { return s != nil && s.conn != nil }
 
+// export opens the REPEATABLE READ READ ONLY transaction and exports its
+// snapshot, with the WAL position it is consistent at.
+func (s *heldSnapshot) export(ctx context.Context, u pguri.URI) error {
+	var err error
+	s.tx, err = s.conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return fmt.Errorf("source %s: begin snapshot transaction: %w", u, err)
+	}
+	err = s.tx.QueryRow(ctx, `SELECT pg_export_snapshot(),
+		(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text`).
+		Scan(&s.id, &s.lsn)
+	if err != nil {
+		return fmt.Errorf("source %s: export snapshot: %w", u, err)
+	}
+	return nil
+}
+
 // release ends the snapshot transaction: it stops pinning the source's xmin
 // horizon once nothing needs it.
 func (s *heldSnapshot) release(ctx context.Context) {
 	if !s.held() {
 		return
 	}
-	_ = s.tx.Rollback(ctx)
+	if s.tx != nil {
+		_ = s.tx.Rollback(ctx)
+	}
 	_ = s.conn.Close(ctx)
 	s.conn, s.tx = nil, nil
 }
@@ -108,15 +128,8 @@ func (c *Coordinator) setup(ctx context.Context, st *store.Store, rpc *rpcserver
 	// 2. Export the snapshot from a REPEATABLE READ READ ONLY transaction
 	// that stays open while units need it.
 	t := time.Now()
-	snap.tx, err = srcConn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return snap, fmt.Errorf("source %s: begin snapshot transaction: %w", c.src, err)
-	}
-	err = snap.tx.QueryRow(ctx, `SELECT pg_export_snapshot(),
-		(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text`).
-		Scan(&snap.id, &snap.lsn)
-	if err != nil {
-		return snap, fmt.Errorf("source %s: export snapshot: %w", c.src, err)
+	if err := snap.export(ctx, c.src); err != nil {
+		return snap, err
 	}
 	meta.Snapshot = snap.id
 	c.log.Info("snapshot exported", "snapshot", snap.id, "lsn", snap.lsn)

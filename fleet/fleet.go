@@ -16,11 +16,11 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/pgcaravan/pgcaravan/coordinator"
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
 	"github.com/pgcaravan/pgcaravan/report"
+	"github.com/pgcaravan/pgcaravan/shared/rpcsec"
 	"github.com/pgcaravan/pgcaravan/worker"
 )
 
@@ -116,7 +116,11 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) (*pb.StatusRespon
 // watch polls AdminService/Status over the same loopback gRPC a person's
 // grpcurl uses, and draws the progress view.
 func watch(ctx context.Context, addr string, cfg Config) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts, err := rpcsec.DialOptions(cfg.Worker.Security)
+	if err != nil {
+		return
+	}
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return
 	}

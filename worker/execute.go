@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
 	"github.com/pgcaravan/pgcaravan/shared/ident"
+	"github.com/pgcaravan/pgcaravan/shared/pguri"
 )
 
 // result is what a unit did.
@@ -25,7 +26,9 @@ type result struct {
 // "Exactly once"): look for the unit's done-marker; if absent, do the work
 // and insert the marker in the same target transaction.
 func (w *Worker) execute(ctx context.Context, l *pb.Lease, prog *progress) (result, error) {
-	dst, err := w.dst.Connect(ctx, "pgcaravan-worker")
+	// Sessions are named after the lease, so the coordinator can end them
+	// if the lease expires (fencing).
+	dst, err := w.dst.Connect(ctx, pguri.UnitApplication(l.GetUnit().GetId(), l.GetToken()))
 	if err != nil {
 		return result{}, err
 	}
@@ -116,8 +119,9 @@ func runSQL(ctx context.Context, dst *pgx.Conn, l *pb.Lease) (result, error) {
 
 // openSnapshot starts a source transaction that sees exactly the
 // coordinator's exported snapshot.
-func (w *Worker) openSnapshot(ctx context.Context, snapshot string) (*pgx.Conn, error) {
-	src, err := w.src.Connect(ctx, "pgcaravan-worker")
+func (w *Worker) openSnapshot(ctx context.Context, l *pb.Lease) (*pgx.Conn, error) {
+	snapshot := l.GetSnapshot()
+	src, err := w.src.Connect(ctx, pguri.UnitApplication(l.GetUnit().GetId(), l.GetToken()))
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +170,7 @@ func (w *Worker) copyRows(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog 
 	copyFrom := fmt.Sprintf("COPY %s FROM STDIN WITH (FORMAT %s%s)", target, format, freeze)
 
 	// 1. The source session imports the snapshot.
-	src, err := w.openSnapshot(ctx, l.GetSnapshot())
+	src, err := w.openSnapshot(ctx, l)
 	if err != nil {
 		return result{}, err
 	}
@@ -235,7 +239,7 @@ const loChunk = 8 << 20
 // grants, in one target transaction with the marker.
 func (w *Worker) copyLargeObjects(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog *progress) (result, error) {
 	r := l.GetUnit().GetLargeObjects()
-	src, err := w.openSnapshot(ctx, l.GetSnapshot())
+	src, err := w.openSnapshot(ctx, l)
 	if err != nil {
 		return result{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -19,12 +20,15 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
+	"github.com/pgcaravan/pgcaravan/shared/metrics"
 	"github.com/pgcaravan/pgcaravan/shared/pguri"
+	"github.com/pgcaravan/pgcaravan/shared/rpcsec"
 )
 
 // ErrWrongDatabase means the worker's --source or --target is not the
@@ -54,8 +58,17 @@ type Config struct {
 	// TargetSettings are SET on every target session (for example
 	// maintenance_work_mem for index builds).
 	TargetSettings map[string]string
-	// DialOptions add to the gRPC dial options (tests, TLS).
+	// DialOptions add to the gRPC dial options (tests).
 	DialOptions []grpc.DialOption
+	// Security is the token and TLS used to reach the coordinator.
+	Security rpcsec.Config
+	// Grace is how long a stopping worker lets its running units finish
+	// before it cancels them and gives them back.
+	Grace time.Duration
+	// MetricsListen serves Prometheus /metrics; empty disables it.
+	MetricsListen string
+	// HealthListen serves the gRPC health service; empty disables it.
+	HealthListen string
 }
 
 // DefaultConfig is the configuration the CLI starts from.
@@ -67,6 +80,7 @@ func DefaultConfig() Config {
 		AcquireWait: 10 * time.Second,
 		MinBackoff:  100 * time.Millisecond,
 		MaxBackoff:  5 * time.Second,
+		Grace:       30 * time.Second,
 	}
 }
 
@@ -101,6 +115,7 @@ type Worker struct {
 	client pb.CoordinatorServiceClient
 	mu     sync.Mutex
 	reg    *pb.RegisterWorkerResponse
+	stats  *stats
 }
 
 // New checks the configuration; nothing is opened until Run.
@@ -112,20 +127,34 @@ func New(cfg Config, logger hclog.Logger) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, log: logger.Named("worker"), src: src, dst: dst}, nil
+	return &Worker{cfg: cfg, log: logger.Named("worker"), src: src, dst: dst, stats: newStats()}, nil
 }
 
 // Run registers with the coordinator and runs the pull loops until the
-// migration is finished (nil), ctx is done (nil: a stop was asked for), or
-// the worker cannot work (an error).
+// migration is finished (nil), ctx is done (nil: a stop was asked for;
+// running units get Config.Grace to finish, then are given back), or the
+// worker cannot work (an error).
 func (w *Worker) Run(ctx context.Context) error {
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, w.cfg.DialOptions...)
-	conn, err := grpc.NewClient(w.cfg.Coordinator, opts...)
+	opts, err := rpcsec.DialOptions(w.cfg.Security)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(w.cfg.Coordinator, append(opts, w.cfg.DialOptions...)...)
 	if err != nil {
 		return fmt.Errorf("worker: coordinator address %q: %w", w.cfg.Coordinator, err)
 	}
 	defer conn.Close()
 	w.client = pb.NewCoordinatorServiceClient(conn)
+
+	// The health and metrics endpoints live until the loops end.
+	ops, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	var og errgroup.Group
+	defer og.Wait()
+	defer stopOps()
+	healthSrv, err := w.serveOps(ops, &og)
+	if err != nil {
+		return err
+	}
 
 	reg, err := w.register(ctx)
 	if err != nil {
@@ -137,6 +166,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.checkDatabases(ctx, reg); err != nil {
 		return err
 	}
+	if healthSrv != nil {
+		healthSrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, l := range w.cfg.Loops {
 		for i := 0; i < l.Count; i++ {
@@ -144,10 +176,44 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}
 	err = g.Wait()
+	if healthSrv != nil {
+		healthSrv.Shutdown()
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// serveOps starts the metrics and health endpoints that are configured.
+func (w *Worker) serveOps(ctx context.Context, g *errgroup.Group) (*health.Server, error) {
+	if w.cfg.MetricsListen != "" {
+		reg := metrics.NewRegistry()
+		w.stats.register(reg)
+		ms, err := metrics.Listen(w.cfg.MetricsListen, reg)
+		if err != nil {
+			return nil, err
+		}
+		g.Go(func() error { return ms.Serve(ctx) })
+	}
+	if w.cfg.HealthListen == "" {
+		return nil, nil
+	}
+	lis, err := net.Listen("tcp", w.cfg.HealthListen)
+	if err != nil {
+		return nil, fmt.Errorf("worker: health listen on %s: %w", w.cfg.HealthListen, err)
+	}
+	srv := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	g.Go(func() error { return srv.Serve(lis) })
+	g.Go(func() error {
+		<-ctx.Done()
+		srv.Stop()
+		return nil
+	})
+	return hs, nil
 }
 
 // register introduces the worker, retrying while the coordinator is
@@ -259,42 +325,81 @@ type progress struct {
 	rows, bytes atomic.Int64
 }
 
-// runLease runs one unit with heartbeats and reports the outcome.
+// runLease runs one unit with heartbeats and reports the outcome. The unit
+// has its own context: when ctx (the worker's) ends, the unit gets
+// Config.Grace to finish; past it, it is cancelled (its target transaction
+// rolls back) and given back to the coordinator.
 func (w *Worker) runLease(ctx context.Context, reg *pb.RegisterWorkerResponse, l *pb.Lease) {
 	u := l.GetUnit()
 	log := w.log.With("unit_id", u.GetId(), "kind", u.GetKind().String(), "table", u.GetTable())
 	log.Info("unit started", "description", u.GetDescription(), "attempt", l.GetAttempt())
 	started := time.Now()
+	w.stats.running.Inc()
+	defer w.stats.running.Dec()
 
-	uctx, cancel := context.WithCancel(ctx)
+	uctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	var lost, timedOut atomic.Bool
+	finished := make(chan struct{})
+	graceDone := make(chan struct{})
+	go func() {
+		defer close(graceDone)
+		select {
+		case <-finished:
+			return
+		case <-ctx.Done():
+		}
+		log.Info("stopping: the unit has a grace period to finish", "grace", w.cfg.Grace)
+		t := time.NewTimer(w.cfg.Grace)
+		defer t.Stop()
+		select {
+		case <-finished:
+		case <-t.C:
+			timedOut.Store(true)
+			cancel()
+		}
+	}()
 	var prog progress
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
-		w.heartbeat(uctx, cancel, reg, l, &prog, log)
+		w.heartbeat(uctx, func() { lost.Store(true); cancel() }, reg, l, &prog, log)
 	}()
 	res, err := w.execute(uctx, l, &prog)
+	close(finished)
 	cancel()
 	<-hbDone
+	<-graceDone
 
-	if ctx.Err() != nil {
-		// Stopping: the lease expires and the unit is delivered again; the
-		// target transaction rolled back with the cancelled context.
-		log.Info("unit abandoned: worker stopping")
-		return
-	}
 	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer rcancel()
-	if err != nil {
+	switch {
+	case lost.Load():
+		log.Warn("unit abandoned: its lease was taken back")
+		w.stats.outcome(u.GetKind(), "abandoned")
+		return
+	case err != nil && timedOut.Load():
+		log.Warn("grace period over: giving the unit back", "millis", time.Since(started).Milliseconds())
+		_, ferr := w.client.FailUnit(rctx, &pb.FailUnitRequest{WorkerId: reg.GetWorkerId(), UnitId: u.GetId(),
+			Token: l.GetToken(), Error: "released: worker stopping", Release: true})
+		if ferr != nil {
+			log.Warn("could not give the unit back; its lease will expire", "error", ferr)
+		}
+		w.stats.outcome(u.GetKind(), "released")
+		return
+	case err != nil:
 		log.Warn("unit failed", "error", err, "millis", time.Since(started).Milliseconds())
 		_, ferr := w.client.FailUnit(rctx, &pb.FailUnitRequest{WorkerId: reg.GetWorkerId(), UnitId: u.GetId(),
 			Token: l.GetToken(), Error: err.Error()})
 		if ferr != nil {
 			log.Warn("could not report the failure; the lease will expire", "error", ferr)
 		}
+		w.stats.outcome(u.GetKind(), "failed")
 		return
 	}
+	w.stats.rows.Add(float64(res.rows))
+	w.stats.bytes.Add(float64(res.bytes))
+	w.stats.outcome(u.GetKind(), "done")
 	_, err = w.client.CompleteUnit(rctx, &pb.CompleteUnitRequest{WorkerId: reg.GetWorkerId(), UnitId: u.GetId(),
 		Token: l.GetToken(), Rows: res.rows, Bytes: res.bytes, AlreadyDone: res.alreadyDone})
 	if err != nil {
@@ -309,7 +414,7 @@ func (w *Worker) runLease(ctx context.Context, reg *pb.RegisterWorkerResponse, l
 
 // heartbeat extends the lease until ctx ends; if the coordinator says the
 // lease is gone, it cancels the unit so its transaction rolls back.
-func (w *Worker) heartbeat(ctx context.Context, cancelUnit context.CancelFunc, reg *pb.RegisterWorkerResponse,
+func (w *Worker) heartbeat(ctx context.Context, cancelUnit func(), reg *pb.RegisterWorkerResponse,
 	l *pb.Lease, prog *progress, log hclog.Logger) {
 	interval := reg.GetHeartbeatInterval().AsDuration()
 	if interval <= 0 {

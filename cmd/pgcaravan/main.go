@@ -15,13 +15,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/pgcaravan/pgcaravan/coordinator"
@@ -29,6 +29,7 @@ import (
 	"github.com/pgcaravan/pgcaravan/fleet"
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
 	"github.com/pgcaravan/pgcaravan/report"
+	"github.com/pgcaravan/pgcaravan/shared/rpcsec"
 	"github.com/pgcaravan/pgcaravan/worker"
 )
 
@@ -39,6 +40,7 @@ Usage:
   pgcaravan coordinator --source URI --target URI --dir DIR [--listen ADDR]
   pgcaravan worker      --coordinator ADDR --source URI --target URI [--jobs N]
   pgcaravan status      (--dir DIR | --coordinator ADDR) [--json]
+  pgcaravan retry       --coordinator ADDR (UNIT_ID... | --all-failed)
   pgcaravan verify      --source URI --target URI
 
 Connection strings may also come from PGCARAVAN_SOURCE_URI and PGCARAVAN_TARGET_URI.
@@ -66,7 +68,7 @@ func run(args []string) int {
 	defer stop()
 	cmds := map[string]func(context.Context, []string) error{
 		"clone": runClone, "coordinator": runCoordinator, "worker": runWorker,
-		"status": runStatus, "verify": runVerify,
+		"status": runStatus, "verify": runVerify, "retry": runRetry,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -131,7 +133,25 @@ func coordinatorFlags(fs *flag.FlagSet, cfg *coordinator.Config) {
 	fs.BoolVar(&cfg.NoACL, "no-acl", false, "do not restore grants (pg_restore --no-acl)")
 	fs.BoolVar(&cfg.DropIfExists, "drop-if-exists", false, "drop objects on the target that the clone creates, instead of refusing")
 	fs.DurationVar(&cfg.Lease.TTL, "lease-ttl", cfg.Lease.TTL, "how long a lease lives without a heartbeat")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often workers heartbeat a lease (well under --lease-ttl)")
 	fs.IntVar(&cfg.Lease.MaxAttempts, "max-attempts", cfg.Lease.MaxAttempts, "deliveries of a unit before it is failed")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on ADDR (off when empty)")
+	securityFlags(fs, &cfg.Security, "server")
+}
+
+// securityFlags are the token and TLS flags of a gRPC server or client.
+func securityFlags(fs *flag.FlagSet, sec *rpcsec.Config, side string) {
+	fs.StringVar(&sec.Token, "auth-token", os.Getenv(rpcsec.TokenEnv), "bearer token for the gRPC API (env "+rpcsec.TokenEnv+"); required when the coordinator listens beyond loopback")
+	if side == "server" {
+		fs.StringVar(&sec.CertFile, "tls-cert", "", "TLS certificate file for the gRPC API")
+		fs.StringVar(&sec.KeyFile, "tls-key", "", "TLS key file for the gRPC API")
+		fs.StringVar(&sec.CAFile, "tls-ca", "", "CA file: require client certificates it signed (mutual TLS)")
+		return
+	}
+	fs.StringVar(&sec.CAFile, "tls-ca", "", "CA file to verify the coordinator's certificate (turns TLS on)")
+	fs.StringVar(&sec.CertFile, "tls-cert", "", "client certificate file, for mutual TLS")
+	fs.StringVar(&sec.KeyFile, "tls-key", "", "client key file, for mutual TLS")
+	fs.StringVar(&sec.ServerName, "tls-server-name", "", "name to expect in the coordinator's certificate")
 }
 
 func runCoordinator(ctx context.Context, args []string) error {
@@ -162,6 +182,10 @@ func runWorker(ctx context.Context, args []string) error {
 	fs.IntVar(&jobs, "jobs", jobs, "pull loops: units run at once")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "name shown in status")
 	fs.Var(&settings, "target-setting", "NAME=VALUE set on every target session, e.g. maintenance_work_mem=1GB (repeatable)")
+	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGTERM, how long running units may take to finish before they are given back")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on ADDR (off when empty)")
+	fs.StringVar(&cfg.HealthListen, "health-listen", "", "serve the gRPC health service on ADDR (off when empty)")
+	securityFlags(fs, &cfg.Security, "client")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -194,6 +218,8 @@ func runClone(ctx context.Context, args []string) error {
 	cfg.Coordinator.SourceURI, cfg.Coordinator.TargetURI = c.source, c.target
 	cfg.Worker.SourceURI, cfg.Worker.TargetURI = c.source, c.target
 	cfg.Worker.TargetSettings = settings
+	cfg.Worker.Security = rpcsec.Config{Token: cfg.Coordinator.Security.Token, CAFile: cfg.Coordinator.Security.CAFile,
+		CertFile: cfg.Coordinator.Security.CertFile, KeyFile: cfg.Coordinator.Security.KeyFile}
 	if cfg.Coordinator.Dir == "" {
 		dir, err := os.MkdirTemp("", "pgcaravan-clone-")
 		if err != nil {
@@ -245,7 +271,9 @@ func runClone(ctx context.Context, args []string) error {
 func runStatus(ctx context.Context, args []string) error {
 	var dir, addr string
 	var asJSON bool
+	var sec rpcsec.Config
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	securityFlags(fs, &sec, "client")
 	fs.StringVar(&dir, "dir", "", "read the store in DIR (works after the coordinator has exited)")
 	fs.StringVar(&addr, "coordinator", os.Getenv("PGCARAVAN_COORDINATOR"), "ask a running coordinator at ADDR")
 	fs.BoolVar(&asJSON, "json", false, "print the AdminService/Status response as JSON")
@@ -256,7 +284,7 @@ func runStatus(ctx context.Context, args []string) error {
 	var err error
 	switch {
 	case addr != "":
-		s, err = remoteStatus(ctx, addr)
+		s, err = remoteStatus(ctx, addr, sec)
 	case dir != "":
 		s, err = coordinator.ReadStatus(dir)
 		if err != nil {
@@ -280,19 +308,70 @@ func runStatus(ctx context.Context, args []string) error {
 	return nil
 }
 
-func remoteStatus(ctx context.Context, addr string) (*pb.StatusResponse, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// adminClient dials a coordinator's admin API.
+func adminClient(addr string, sec rpcsec.Config) (pb.AdminServiceClient, func(), error) {
+	opts, err := rpcsec.DialOptions(sec)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator %s: %w", addr, err)
+		return nil, nil, err
 	}
-	defer conn.Close()
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("coordinator %s: %w", addr, err)
+	}
+	return pb.NewAdminServiceClient(conn), func() { conn.Close() }, nil
+}
+
+func remoteStatus(ctx context.Context, addr string, sec rpcsec.Config) (*pb.StatusResponse, error) {
+	admin, closeConn, err := adminClient(addr, sec)
+	if err != nil {
+		return nil, err
+	}
+	defer closeConn()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	s, err := pb.NewAdminServiceClient(conn).Status(cctx, &pb.StatusRequest{})
+	s, err := admin.Status(cctx, &pb.StatusRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator %s: %w", addr, err)
 	}
 	return s, nil
+}
+
+func runRetry(ctx context.Context, args []string) error {
+	var addr string
+	var all bool
+	var sec rpcsec.Config
+	fs := flag.NewFlagSet("retry", flag.ContinueOnError)
+	fs.StringVar(&addr, "coordinator", os.Getenv("PGCARAVAN_COORDINATOR"), "the running coordinator's address")
+	fs.BoolVar(&all, "all-failed", false, "requeue every failed unit")
+	securityFlags(fs, &sec, "client")
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	req := &pb.RetryUnitRequest{AllFailed: all}
+	for _, a := range fs.Args() {
+		id, err := strconv.ParseUint(a, 10, 64)
+		if err != nil {
+			return usageErr("unit id %q is not a number", a)
+		}
+		req.UnitIds = append(req.UnitIds, id)
+	}
+	if addr == "" || (!all && len(req.UnitIds) == 0) {
+		return usageErr("give --coordinator ADDR and unit ids (or --all-failed)")
+	}
+	admin, closeConn, err := adminClient(addr, sec)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := admin.RetryUnit(cctx, req)
+	if err != nil {
+		return fmt.Errorf("coordinator %s: %w", addr, err)
+	}
+	fmt.Printf("requeued %d unit(s): %v\n", len(resp.GetUnitIds()), resp.GetUnitIds())
+	return nil
 }
 
 func runVerify(ctx context.Context, args []string) error {

@@ -83,14 +83,19 @@ type Broker struct {
 	paused     bool
 	// changed is closed (and replaced) whenever a unit changes state, to
 	// wake long-polls and watchers.
-	changed     chan struct{}
-	expirations int
+	changed      chan struct{}
+	expirations  int
+	redeliveries int
+	// fence, when set, is called with an expired lease before its unit is
+	// delivered again, to end the old holder's database sessions (a
+	// stopped worker would otherwise keep its locks).
+	fence func(store.Unit)
 }
 
 // New loads every unit from the store. Units that were running when a
 // previous coordinator stopped are made ready again: their worker's lease
-// died with it, and the done-marker check on the target makes a redelivery
-// harmless.
+// died with it (the coordinator fences their sessions before this), and the
+// done-marker check on the target makes a redelivery harmless.
 func New(cfg Config, st *store.Store, logger hclog.Logger) (*Broker, error) {
 	b := &Broker{cfg: cfg, st: st, log: logger.Named("lease"), now: time.Now,
 		units: map[uint64]*store.Unit{}, dependents: map[uint64][]uint64{},
@@ -128,6 +133,13 @@ func New(cfg Config, st *store.Store, logger hclog.Logger) (*Broker, error) {
 	return b, nil
 }
 
+// SetFence installs the function that ends an expired lease's sessions.
+func (b *Broker) SetFence(fn func(store.Unit)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.fence = fn
+}
+
 // InitialState is the state a freshly planned unit starts in.
 func InitialState(u plan.Unit) store.State {
 	if len(u.DependsOn) == 0 {
@@ -157,13 +169,35 @@ func (b *Broker) Run(ctx context.Context) error {
 }
 
 func (b *Broker) expire() error {
+	// 1. Find expired leases.
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	now := b.now()
-	var changed []store.Unit
+	var expired []store.Unit
 	for _, id := range b.ids {
 		u := b.units[id]
-		if u.State != store.StateRunning || now.Before(u.LeaseExpiry) {
+		if u.State == store.StateRunning && !now.Before(u.LeaseExpiry) {
+			expired = append(expired, *u)
+		}
+	}
+	fence := b.fence
+	b.mu.Unlock()
+	if len(expired) == 0 {
+		return nil
+	}
+	// 2. Fence them outside the lock: their holders' sessions end, with
+	// their locks and uncommitted rows, before anyone else gets the unit.
+	if fence != nil {
+		for _, u := range expired {
+			fence(u)
+		}
+	}
+	// 3. Deliver again those still held by the same expired lease.
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var changed []store.Unit
+	for _, old := range expired {
+		u := b.units[old.ID]
+		if u.State != store.StateRunning || u.Token != old.Token || b.now().Before(u.LeaseExpiry) {
 			continue
 		}
 		b.expirations++
@@ -291,6 +325,9 @@ func (b *Broker) leaseLocked(u *store.Unit, workerID string) (*Lease, error) {
 		*u = prev
 		return nil, fmt.Errorf("lease unit %d: %w", u.ID, err)
 	}
+	if u.Attempts > 1 {
+		b.redeliveries++
+	}
 	b.log.Info("unit leased", "unit_id", u.ID, "kind", u.Kind, "table", u.Table, "worker_id", workerID, "attempt", u.Attempts)
 	b.broadcastLocked()
 	return &Lease{Unit: *u, Token: u.Token, Expiry: u.LeaseExpiry, Attempt: u.Attempts}, nil
@@ -371,8 +408,10 @@ func (b *Broker) depsDoneLocked(u *store.Unit) bool {
 }
 
 // Fail records a failed attempt. The unit is delivered again after a delay,
-// or failed for good past the delivery limit. It returns the new state.
-func (b *Broker) Fail(workerID string, unitID uint64, token, reason string) (store.State, error) {
+// or failed for good past the delivery limit. A released unit (its worker
+// is stopping) is ready again at once and the delivery does not count. It
+// returns the new state.
+func (b *Broker) Fail(workerID string, unitID uint64, token, reason string, release bool) (store.State, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.touchLocked(workerID); err != nil {
@@ -382,7 +421,13 @@ func (b *Broker) Fail(workerID string, unitID uint64, token, reason string) (sto
 	if err != nil {
 		return "", err
 	}
-	b.failLocked(u, reason)
+	if release {
+		u.State, u.Token, u.NotBefore = store.StateReady, "", time.Time{}
+		u.Attempts = max(u.Attempts-1, 0)
+		b.log.Info("unit released by its worker", "unit_id", u.ID, "table", u.Table, "worker_id", workerID)
+	} else {
+		b.failLocked(u, reason)
+	}
 	if err := b.commit([]store.Unit{*u}); err != nil {
 		return "", err
 	}
@@ -434,6 +479,23 @@ func (b *Broker) Retry(unitID uint64) error {
 	}
 	u.State, u.Attempts, u.NotBefore = store.StateReady, 0, time.Time{}
 	return b.commit([]store.Unit{*u})
+}
+
+// RetryFailed makes every failed unit ready again and returns their IDs.
+func (b *Broker) RetryFailed() ([]uint64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var ids []uint64
+	var changed []store.Unit
+	for _, id := range b.ids {
+		u := b.units[id]
+		if u.State == store.StateFailed {
+			u.State, u.Attempts, u.NotBefore = store.StateReady, 0, time.Time{}
+			ids = append(ids, id)
+			changed = append(changed, *u)
+		}
+	}
+	return ids, b.commit(changed)
 }
 
 // SetPaused stops or restarts handing out units.
@@ -492,19 +554,20 @@ func (b *Broker) Settled(fn func(*store.Unit) bool) bool {
 	return true
 }
 
-// Snapshot is a copy of the broker's state, for status.
+// Snapshot is a copy of the broker's state, for status and metrics.
 type Snapshot struct {
-	Units       []store.Unit
-	Workers     []store.Worker
-	Paused      bool
-	Expirations int
+	Units        []store.Unit
+	Workers      []store.Worker
+	Paused       bool
+	Expirations  int
+	Redeliveries int
 }
 
 // Snapshot copies the current state.
 func (b *Broker) Snapshot() Snapshot {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := Snapshot{Paused: b.paused, Expirations: b.expirations}
+	s := Snapshot{Paused: b.paused, Expirations: b.expirations, Redeliveries: b.redeliveries}
 	for _, id := range b.ids {
 		s.Units = append(s.Units, *b.units[id])
 	}

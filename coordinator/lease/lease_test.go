@@ -340,7 +340,7 @@ func TestStaleAndWrongTokens(t *testing.T) {
 			return err
 		},
 		"fail with a wrong token": func() error {
-			_, err := f.b.Fail(f.worker, 2, "not-the-token", "boom")
+			_, err := f.b.Fail(f.worker, 2, "not-the-token", "boom", false)
 			return err
 		},
 	} {
@@ -366,7 +366,7 @@ func TestStaleAndWrongTokens(t *testing.T) {
 	for name, err := range map[string]error{
 		"complete":  f.b.Complete(f.worker, 99, "x", 0, 0),
 		"heartbeat": func() error { _, err := f.b.Heartbeat(f.worker, 99, "x", 0, 0); return err }(),
-		"fail":      func() error { _, err := f.b.Fail(f.worker, 99, "x", "r"); return err }(),
+		"fail":      func() error { _, err := f.b.Fail(f.worker, 99, "x", "r", false); return err }(),
 		"retry":     f.b.Retry(99),
 	} {
 		if !errors.Is(err, ErrUnknownUnit) {
@@ -388,7 +388,7 @@ func TestUnknownWorker(t *testing.T) {
 	if err := f.b.Complete(nobody, 2, l.Token, 0, 0); !errors.Is(err, ErrUnknownWorker) {
 		t.Errorf("Complete: %v, want ErrUnknownWorker", err)
 	}
-	if _, err := f.b.Fail(nobody, 2, l.Token, "x"); !errors.Is(err, ErrUnknownWorker) {
+	if _, err := f.b.Fail(nobody, 2, l.Token, "x", false); !errors.Is(err, ErrUnknownWorker) {
 		t.Errorf("Fail: %v, want ErrUnknownWorker", err)
 	}
 	if u := f.unit(2); u.State != store.StateRunning || u.Token != l.Token {
@@ -520,11 +520,11 @@ func TestFailPastDeliveryLimit(t *testing.T) {
 		if l.Unit.ID != 2 || l.Attempt != attempt {
 			t.Fatalf("leased unit %d attempt %d, want unit 2 attempt %d", l.Unit.ID, l.Attempt, attempt)
 		}
-		state, err := f.b.Fail(f.worker, 2, l.Token, fmt.Sprintf("boom %d", attempt))
+		state, err := f.b.Fail(f.worker, 2, l.Token, fmt.Sprintf("boom %d", attempt), false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.b.Fail(f.worker, 2, l.Token, "again"); !errors.Is(err, ErrStaleToken) {
+		if _, err := f.b.Fail(f.worker, 2, l.Token, "again", false); !errors.Is(err, ErrStaleToken) {
 			t.Errorf("second Fail with the same token: %v, want ErrStaleToken", err)
 		}
 		if attempt == testConfig().MaxAttempts {
@@ -608,7 +608,7 @@ func TestRedeliveryDelayGrows(t *testing.T) {
 	for i, want := range []time.Duration{10, 20, 40, 50, 50, 50} {
 		want *= time.Millisecond
 		l := f.acquireID(1)
-		if _, err := f.b.Fail(f.worker, 1, l.Token, "x"); err != nil {
+		if _, err := f.b.Fail(f.worker, 1, l.Token, "x", false); err != nil {
 			t.Fatal(err)
 		}
 		u := f.unit(1)
@@ -636,7 +636,7 @@ func TestRetry(t *testing.T) {
 			t.Errorf("Retry of %s unit %d: %v, want ErrNotFailed", f.unit(id).State, id, err)
 		}
 	}
-	if state, err := f.b.Fail(f.worker, 2, l.Token, "disk full"); err != nil || state != store.StateFailed {
+	if state, err := f.b.Fail(f.worker, 2, l.Token, "disk full", false); err != nil || state != store.StateFailed {
 		t.Fatalf("Fail = %s, %v; want failed (MaxAttempts 1)", state, err)
 	}
 	f.acquireNone(plan.KindIndex)
@@ -670,7 +670,7 @@ func TestRetryWakesFinishedBroker(t *testing.T) {
 	cfg.MaxAttempts = 1
 	f := newFixture(t, cfg, []plan.Unit{{ID: 1, Kind: plan.KindCopy, Size: 1}, {ID: 2, Kind: plan.KindIndex, DependsOn: []uint64{1}}})
 	l := f.acquireID(1)
-	if _, err := f.b.Fail(f.worker, 1, l.Token, "x"); err != nil {
+	if _, err := f.b.Fail(f.worker, 1, l.Token, "x", false); err != nil {
 		t.Fatal(err)
 	}
 	if !f.b.Finished() {

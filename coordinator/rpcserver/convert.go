@@ -112,7 +112,7 @@ const connectedWithin = 30 * time.Second
 // BuildStatus computes the status from the migration, its tables and a
 // copy of the broker's state. Both the live coordinator and `status --dir`
 // (which has no broker) use it.
-func BuildStatus(meta store.Meta, tables []store.Table, snap lease.Snapshot, now time.Time) *pb.StatusResponse {
+func BuildStatus(meta store.Meta, tables []store.Table, epochs []store.Epoch, snap lease.Snapshot, now time.Time) *pb.StatusResponse {
 	resp := &pb.StatusResponse{
 		MigrationId: meta.MigrationID, Phase: phaseToProto[meta.Phase], Paused: snap.Paused,
 		Source: identityToProto(meta.Source), Target: identityToProto(meta.Target),
@@ -120,13 +120,17 @@ func BuildStatus(meta store.Meta, tables []store.Table, snap lease.Snapshot, now
 		Warnings: meta.Warnings,
 	}
 	counts := map[store.State]int64{}
+	lsn := map[uint32]string{}
+	for _, e := range epochs {
+		lsn[e.ID] = e.LSN
+	}
 	byTable := map[uint32]*pb.TableStatus{}
 	for _, t := range tables {
 		if !t.HasData() {
 			continue
 		}
 		byTable[t.OID] = &pb.TableStatus{Schema: t.Schema, Name: t.Name, State: pb.TableState_TABLE_STATE_PENDING,
-			EstimatedRows: t.EstRows, EstimatedBytes: t.Bytes}
+			EstimatedRows: t.EstRows, EstimatedBytes: t.Bytes, Epoch: t.EpochID, EpochLsn: lsn[t.EpochID]}
 		resp.RowsTotalEstimate += t.EstRows
 		resp.BytesTotalEstimate += t.Bytes
 	}
@@ -270,5 +274,9 @@ func StatusFromStore(st *store.Store, now time.Time) (*pb.StatusResponse, error)
 	if err != nil {
 		return nil, err
 	}
-	return BuildStatus(meta, tables, lease.Snapshot{Units: units, Workers: workers}, now), nil
+	epochs, err := st.Epochs()
+	if err != nil {
+		return nil, err
+	}
+	return BuildStatus(meta, tables, epochs, lease.Snapshot{Units: units, Workers: workers}, now), nil
 }

@@ -168,7 +168,7 @@ func (s *Server) FailUnit(ctx context.Context, req *pb.FailUnitRequest) (*pb.Fai
 	if b == nil {
 		return nil, errStarting
 	}
-	st, err := b.Fail(req.GetWorkerId(), req.GetUnitId(), req.GetToken(), req.GetError())
+	st, err := b.Fail(req.GetWorkerId(), req.GetUnitId(), req.GetToken(), req.GetError(), req.GetRelease())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -193,11 +193,15 @@ func (s *Server) status() (*pb.StatusResponse, error) {
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	epochs, err := s.st.Epochs()
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	var snap lease.Snapshot
 	if b != nil {
 		snap = b.Snapshot()
 	}
-	return BuildStatus(meta, tables, snap, time.Now()), nil
+	return BuildStatus(meta, tables, epochs, snap, time.Now()), nil
 }
 
 // ListTables implements AdminService.
@@ -248,4 +252,47 @@ func (s *Server) Resume(ctx context.Context, _ *pb.ResumeRequest) (*pb.ResumeRes
 	b.SetPaused(false)
 	s.log.Info("resumed")
 	return &pb.ResumeResponse{}, nil
+}
+
+// RetryUnit implements AdminService.
+func (s *Server) RetryUnit(ctx context.Context, req *pb.RetryUnitRequest) (*pb.RetryUnitResponse, error) {
+	b, _, _ := s.state()
+	if b == nil {
+		return nil, errStarting
+	}
+	if req.GetAllFailed() {
+		ids, err := b.RetryFailed()
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		s.log.Info("failed units requeued", "units", len(ids))
+		return &pb.RetryUnitResponse{UnitIds: ids}, nil
+	}
+	if len(req.GetUnitIds()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "give unit_ids or all_failed")
+	}
+	resp := &pb.RetryUnitResponse{}
+	for _, id := range req.GetUnitIds() {
+		if err := b.Retry(id); err != nil {
+			return resp, toStatus(err)
+		}
+		s.log.Info("unit requeued", "unit_id", id)
+		resp.UnitIds = append(resp.UnitIds, id)
+	}
+	return resp, nil
+}
+
+// Metrics returns the status and the broker's lease counters, for the
+// Prometheus collector; nil before the migration is set up.
+func (s *Server) Metrics(now time.Time) (*pb.StatusResponse, int, int) {
+	st, err := s.status()
+	if err != nil || st.GetMigrationId() == "" {
+		return nil, 0, 0
+	}
+	b, _, _ := s.state()
+	if b == nil {
+		return st, 0, 0
+	}
+	snap := b.Snapshot()
+	return st, snap.Expirations, snap.Redeliveries
 }

@@ -258,6 +258,26 @@ func (s *Store) SavePlan(p plan.Plan, epoch Epoch, state func(plan.Unit) State) 
 	})
 }
 
+// PutTables writes tables (their epochs change when they are recopied).
+func (s *Store) PutTables(tables ...Table) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTables)
+		for _, t := range tables {
+			if err := putJSON(b, u32(t.OID), t); err != nil {
+				return fmt.Errorf("put table %d: %w", t.OID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// PutEpoch writes an epoch.
+func (s *Store) PutEpoch(e Epoch) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return putJSON(tx.Bucket(bucketEpochs), u32(e.ID), e)
+	})
+}
+
 // Tables returns every planned table in OID order.
 func (s *Store) Tables() ([]Table, error) {
 	var out []Table

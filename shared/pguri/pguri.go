@@ -218,3 +218,13 @@ func (u URI) Connect(ctx context.Context, application string) (*pgx.Conn, error)
 	}
 	return conn, nil
 }
+
+// UnitApplication is the application_name of the sessions that run one
+// lease of a unit. The coordinator finds them by it to end them when the
+// lease expires (fencing), so a stopped worker cannot keep its locks.
+func UnitApplication(unitID uint64, token string) string {
+	if len(token) > 12 {
+		token = token[:12]
+	}
+	return fmt.Sprintf("pgcaravan unit %d %s", unitID, token)
+}

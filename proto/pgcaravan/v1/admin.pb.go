@@ -329,6 +329,10 @@ type TableStatus struct {
 	CopyMillis    int64                  `protobuf:"varint,10,opt,name=copy_millis,json=copyMillis,proto3" json:"copy_millis,omitempty"`
 	IndexMillis   int64                  `protobuf:"varint,11,opt,name=index_millis,json=indexMillis,proto3" json:"index_millis,omitempty"`
 	CopyStartedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=copy_started_at,json=copyStartedAt,proto3" json:"copy_started_at,omitempty"`
+	// The snapshot epoch the table's rows were copied under, and the LSN
+	// that snapshot is consistent at.
+	Epoch         uint32 `protobuf:"varint,13,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	EpochLsn      string `protobuf:"bytes,14,opt,name=epoch_lsn,json=epochLsn,proto3" json:"epoch_lsn,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -445,6 +449,20 @@ func (x *TableStatus) GetCopyStartedAt() *timestamppb.Timestamp {
 		return x.CopyStartedAt
 	}
 	return nil
+}
+
+func (x *TableStatus) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *TableStatus) GetEpochLsn() string {
+	if x != nil {
+		return x.EpochLsn
+	}
+	return ""
 }
 
 type FailedUnit struct {
@@ -1205,6 +1223,105 @@ func (*ResumeResponse) Descriptor() ([]byte, []int) {
 	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
+type RetryUnitRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The units to requeue; they must be failed.
+	UnitIds []uint64 `protobuf:"varint,1,rep,packed,name=unit_ids,json=unitIds,proto3" json:"unit_ids,omitempty"`
+	// Requeue every failed unit instead.
+	AllFailed     bool `protobuf:"varint,2,opt,name=all_failed,json=allFailed,proto3" json:"all_failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryUnitRequest) Reset() {
+	*x = RetryUnitRequest{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryUnitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryUnitRequest) ProtoMessage() {}
+
+func (x *RetryUnitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryUnitRequest.ProtoReflect.Descriptor instead.
+func (*RetryUnitRequest) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RetryUnitRequest) GetUnitIds() []uint64 {
+	if x != nil {
+		return x.UnitIds
+	}
+	return nil
+}
+
+func (x *RetryUnitRequest) GetAllFailed() bool {
+	if x != nil {
+		return x.AllFailed
+	}
+	return false
+}
+
+type RetryUnitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The units that were requeued.
+	UnitIds       []uint64 `protobuf:"varint,1,rep,packed,name=unit_ids,json=unitIds,proto3" json:"unit_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryUnitResponse) Reset() {
+	*x = RetryUnitResponse{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryUnitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryUnitResponse) ProtoMessage() {}
+
+func (x *RetryUnitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryUnitResponse.ProtoReflect.Descriptor instead.
+func (*RetryUnitResponse) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RetryUnitResponse) GetUnitIds() []uint64 {
+	if x != nil {
+		return x.UnitIds
+	}
+	return nil
+}
+
 var File_pgcaravan_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgcaravan_v1_admin_proto_rawDesc = "" +
@@ -1220,7 +1337,7 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04jobs\x18\x03 \x01(\x05R\x04jobs\x127\n" +
 	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x19\n" +
-	"\bunit_ids\x18\x05 \x03(\x04R\aunitIds\"\xb2\x03\n" +
+	"\bunit_ids\x18\x05 \x03(\x04R\aunitIds\"\xe5\x03\n" +
 	"\vTableStatus\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\tR\x06schema\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12.\n" +
@@ -1236,7 +1353,9 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	" \x01(\x03R\n" +
 	"copyMillis\x12!\n" +
 	"\findex_millis\x18\v \x01(\x03R\vindexMillis\x12B\n" +
-	"\x0fcopy_started_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\rcopyStartedAt\"\xbb\x01\n" +
+	"\x0fcopy_started_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\rcopyStartedAt\x12\x14\n" +
+	"\x05epoch\x18\r \x01(\rR\x05epoch\x12\x1b\n" +
+	"\tepoch_lsn\x18\x0e \x01(\tR\bepochLsn\"\xbb\x01\n" +
 	"\n" +
 	"FailedUnit\x12\x17\n" +
 	"\aunit_id\x18\x01 \x01(\x04R\x06unitId\x12*\n" +
@@ -1298,7 +1417,13 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\fPauseRequest\"\x0f\n" +
 	"\rPauseResponse\"\x0f\n" +
 	"\rResumeRequest\"\x10\n" +
-	"\x0eResumeResponse*v\n" +
+	"\x0eResumeResponse\"L\n" +
+	"\x10RetryUnitRequest\x12\x19\n" +
+	"\bunit_ids\x18\x01 \x03(\x04R\aunitIds\x12\x1d\n" +
+	"\n" +
+	"all_failed\x18\x02 \x01(\bR\tallFailed\".\n" +
+	"\x11RetryUnitResponse\x12\x19\n" +
+	"\bunit_ids\x18\x01 \x03(\x04R\aunitIds*v\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPHASE_SCHEMA\x10\x01\x12\x0e\n" +
@@ -1315,14 +1440,15 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\x13TABLE_STATE_COPYING\x10\x02\x12\x18\n" +
 	"\x14TABLE_STATE_INDEXING\x10\x03\x12\x14\n" +
 	"\x10TABLE_STATE_DONE\x10\x04\x12\x16\n" +
-	"\x12TABLE_STATE_FAILED\x10\x052\xf9\x02\n" +
+	"\x12TABLE_STATE_FAILED\x10\x052\xc7\x03\n" +
 	"\fAdminService\x12C\n" +
 	"\x06Status\x12\x1b.pgcaravan.v1.StatusRequest\x1a\x1c.pgcaravan.v1.StatusResponse\x12O\n" +
 	"\n" +
 	"ListTables\x12\x1f.pgcaravan.v1.ListTablesRequest\x1a .pgcaravan.v1.ListTablesResponse\x12L\n" +
 	"\tListUnits\x12\x1e.pgcaravan.v1.ListUnitsRequest\x1a\x1f.pgcaravan.v1.ListUnitsResponse\x12@\n" +
 	"\x05Pause\x12\x1a.pgcaravan.v1.PauseRequest\x1a\x1b.pgcaravan.v1.PauseResponse\x12C\n" +
-	"\x06Resume\x12\x1b.pgcaravan.v1.ResumeRequest\x1a\x1c.pgcaravan.v1.ResumeResponseB?Z=github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1;pgcaravanv1b\x06proto3"
+	"\x06Resume\x12\x1b.pgcaravan.v1.ResumeRequest\x1a\x1c.pgcaravan.v1.ResumeResponse\x12L\n" +
+	"\tRetryUnit\x12\x1e.pgcaravan.v1.RetryUnitRequest\x1a\x1f.pgcaravan.v1.RetryUnitResponseB?Z=github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1;pgcaravanv1b\x06proto3"
 
 var (
 	file_pgcaravan_v1_admin_proto_rawDescOnce sync.Once
@@ -1337,7 +1463,7 @@ func file_pgcaravan_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_pgcaravan_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pgcaravan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_pgcaravan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_pgcaravan_v1_admin_proto_goTypes = []any{
 	(Phase)(0),                    // 0: pgcaravan.v1.Phase
 	(TableState)(0),               // 1: pgcaravan.v1.TableState
@@ -1357,47 +1483,51 @@ var file_pgcaravan_v1_admin_proto_goTypes = []any{
 	(*PauseResponse)(nil),         // 15: pgcaravan.v1.PauseResponse
 	(*ResumeRequest)(nil),         // 16: pgcaravan.v1.ResumeRequest
 	(*ResumeResponse)(nil),        // 17: pgcaravan.v1.ResumeResponse
-	(UnitState)(0),                // 18: pgcaravan.v1.UnitState
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(UnitKind)(0),                 // 20: pgcaravan.v1.UnitKind
-	(*DatabaseIdentity)(nil),      // 21: pgcaravan.v1.DatabaseIdentity
-	(*Unit)(nil),                  // 22: pgcaravan.v1.Unit
+	(*RetryUnitRequest)(nil),      // 18: pgcaravan.v1.RetryUnitRequest
+	(*RetryUnitResponse)(nil),     // 19: pgcaravan.v1.RetryUnitResponse
+	(UnitState)(0),                // 20: pgcaravan.v1.UnitState
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(UnitKind)(0),                 // 22: pgcaravan.v1.UnitKind
+	(*DatabaseIdentity)(nil),      // 23: pgcaravan.v1.DatabaseIdentity
+	(*Unit)(nil),                  // 24: pgcaravan.v1.Unit
 }
 var file_pgcaravan_v1_admin_proto_depIdxs = []int32{
-	18, // 0: pgcaravan.v1.UnitStateCount.state:type_name -> pgcaravan.v1.UnitState
-	19, // 1: pgcaravan.v1.WorkerInfo.last_seen:type_name -> google.protobuf.Timestamp
+	20, // 0: pgcaravan.v1.UnitStateCount.state:type_name -> pgcaravan.v1.UnitState
+	21, // 1: pgcaravan.v1.WorkerInfo.last_seen:type_name -> google.protobuf.Timestamp
 	1,  // 2: pgcaravan.v1.TableStatus.state:type_name -> pgcaravan.v1.TableState
-	19, // 3: pgcaravan.v1.TableStatus.copy_started_at:type_name -> google.protobuf.Timestamp
-	20, // 4: pgcaravan.v1.FailedUnit.kind:type_name -> pgcaravan.v1.UnitKind
+	21, // 3: pgcaravan.v1.TableStatus.copy_started_at:type_name -> google.protobuf.Timestamp
+	22, // 4: pgcaravan.v1.FailedUnit.kind:type_name -> pgcaravan.v1.UnitKind
 	0,  // 5: pgcaravan.v1.StatusResponse.phase:type_name -> pgcaravan.v1.Phase
-	21, // 6: pgcaravan.v1.StatusResponse.source:type_name -> pgcaravan.v1.DatabaseIdentity
-	21, // 7: pgcaravan.v1.StatusResponse.target:type_name -> pgcaravan.v1.DatabaseIdentity
-	19, // 8: pgcaravan.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	19, // 9: pgcaravan.v1.StatusResponse.finished_at:type_name -> google.protobuf.Timestamp
+	23, // 6: pgcaravan.v1.StatusResponse.source:type_name -> pgcaravan.v1.DatabaseIdentity
+	23, // 7: pgcaravan.v1.StatusResponse.target:type_name -> pgcaravan.v1.DatabaseIdentity
+	21, // 8: pgcaravan.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	21, // 9: pgcaravan.v1.StatusResponse.finished_at:type_name -> google.protobuf.Timestamp
 	3,  // 10: pgcaravan.v1.StatusResponse.units:type_name -> pgcaravan.v1.UnitStateCount
 	4,  // 11: pgcaravan.v1.StatusResponse.workers:type_name -> pgcaravan.v1.WorkerInfo
 	5,  // 12: pgcaravan.v1.StatusResponse.tables:type_name -> pgcaravan.v1.TableStatus
 	6,  // 13: pgcaravan.v1.StatusResponse.failed_units:type_name -> pgcaravan.v1.FailedUnit
 	7,  // 14: pgcaravan.v1.StatusResponse.timings:type_name -> pgcaravan.v1.PhaseTiming
 	5,  // 15: pgcaravan.v1.ListTablesResponse.tables:type_name -> pgcaravan.v1.TableStatus
-	18, // 16: pgcaravan.v1.ListUnitsRequest.state:type_name -> pgcaravan.v1.UnitState
-	22, // 17: pgcaravan.v1.UnitInfo.unit:type_name -> pgcaravan.v1.Unit
-	18, // 18: pgcaravan.v1.UnitInfo.state:type_name -> pgcaravan.v1.UnitState
-	19, // 19: pgcaravan.v1.UnitInfo.started_at:type_name -> google.protobuf.Timestamp
-	19, // 20: pgcaravan.v1.UnitInfo.finished_at:type_name -> google.protobuf.Timestamp
+	20, // 16: pgcaravan.v1.ListUnitsRequest.state:type_name -> pgcaravan.v1.UnitState
+	24, // 17: pgcaravan.v1.UnitInfo.unit:type_name -> pgcaravan.v1.Unit
+	20, // 18: pgcaravan.v1.UnitInfo.state:type_name -> pgcaravan.v1.UnitState
+	21, // 19: pgcaravan.v1.UnitInfo.started_at:type_name -> google.protobuf.Timestamp
+	21, // 20: pgcaravan.v1.UnitInfo.finished_at:type_name -> google.protobuf.Timestamp
 	12, // 21: pgcaravan.v1.ListUnitsResponse.units:type_name -> pgcaravan.v1.UnitInfo
 	2,  // 22: pgcaravan.v1.AdminService.Status:input_type -> pgcaravan.v1.StatusRequest
 	9,  // 23: pgcaravan.v1.AdminService.ListTables:input_type -> pgcaravan.v1.ListTablesRequest
 	11, // 24: pgcaravan.v1.AdminService.ListUnits:input_type -> pgcaravan.v1.ListUnitsRequest
 	14, // 25: pgcaravan.v1.AdminService.Pause:input_type -> pgcaravan.v1.PauseRequest
 	16, // 26: pgcaravan.v1.AdminService.Resume:input_type -> pgcaravan.v1.ResumeRequest
-	8,  // 27: pgcaravan.v1.AdminService.Status:output_type -> pgcaravan.v1.StatusResponse
-	10, // 28: pgcaravan.v1.AdminService.ListTables:output_type -> pgcaravan.v1.ListTablesResponse
-	13, // 29: pgcaravan.v1.AdminService.ListUnits:output_type -> pgcaravan.v1.ListUnitsResponse
-	15, // 30: pgcaravan.v1.AdminService.Pause:output_type -> pgcaravan.v1.PauseResponse
-	17, // 31: pgcaravan.v1.AdminService.Resume:output_type -> pgcaravan.v1.ResumeResponse
-	27, // [27:32] is the sub-list for method output_type
-	22, // [22:27] is the sub-list for method input_type
+	18, // 27: pgcaravan.v1.AdminService.RetryUnit:input_type -> pgcaravan.v1.RetryUnitRequest
+	8,  // 28: pgcaravan.v1.AdminService.Status:output_type -> pgcaravan.v1.StatusResponse
+	10, // 29: pgcaravan.v1.AdminService.ListTables:output_type -> pgcaravan.v1.ListTablesResponse
+	13, // 30: pgcaravan.v1.AdminService.ListUnits:output_type -> pgcaravan.v1.ListUnitsResponse
+	15, // 31: pgcaravan.v1.AdminService.Pause:output_type -> pgcaravan.v1.PauseResponse
+	17, // 32: pgcaravan.v1.AdminService.Resume:output_type -> pgcaravan.v1.ResumeResponse
+	19, // 33: pgcaravan.v1.AdminService.RetryUnit:output_type -> pgcaravan.v1.RetryUnitResponse
+	28, // [28:34] is the sub-list for method output_type
+	22, // [22:28] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
 	22, // [22:22] is the sub-list for extension extendee
 	0,  // [0:22] is the sub-list for field type_name
@@ -1416,7 +1546,7 @@ func file_pgcaravan_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgcaravan_v1_admin_proto_rawDesc), len(file_pgcaravan_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	AdminService_ListUnits_FullMethodName  = "/pgcaravan.v1.AdminService/ListUnits"
 	AdminService_Pause_FullMethodName      = "/pgcaravan.v1.AdminService/Pause"
 	AdminService_Resume_FullMethodName     = "/pgcaravan.v1.AdminService/Resume"
+	AdminService_RetryUnit_FullMethodName  = "/pgcaravan.v1.AdminService/RetryUnit"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -42,6 +43,8 @@ type AdminServiceClient interface {
 	Pause(ctx context.Context, in *PauseRequest, opts ...grpc.CallOption) (*PauseResponse, error)
 	// Resume hands out units again after Pause.
 	Resume(ctx context.Context, in *ResumeRequest, opts ...grpc.CallOption) (*ResumeResponse, error)
+	// RetryUnit requeues failed units with a fresh delivery count.
+	RetryUnit(ctx context.Context, in *RetryUnitRequest, opts ...grpc.CallOption) (*RetryUnitResponse, error)
 }
 
 type adminServiceClient struct {
@@ -102,6 +105,16 @@ func (c *adminServiceClient) Resume(ctx context.Context, in *ResumeRequest, opts
 	return out, nil
 }
 
+func (c *adminServiceClient) RetryUnit(ctx context.Context, in *RetryUnitRequest, opts ...grpc.CallOption) (*RetryUnitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryUnitResponse)
+	err := c.cc.Invoke(ctx, AdminService_RetryUnit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -118,6 +131,8 @@ type AdminServiceServer interface {
 	Pause(context.Context, *PauseRequest) (*PauseResponse, error)
 	// Resume hands out units again after Pause.
 	Resume(context.Context, *ResumeRequest) (*ResumeResponse, error)
+	// RetryUnit requeues failed units with a fresh delivery count.
+	RetryUnit(context.Context, *RetryUnitRequest) (*RetryUnitResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -142,6 +157,9 @@ func (UnimplementedAdminServiceServer) Pause(context.Context, *PauseRequest) (*P
 }
 func (UnimplementedAdminServiceServer) Resume(context.Context, *ResumeRequest) (*ResumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Resume not implemented")
+}
+func (UnimplementedAdminServiceServer) RetryUnit(context.Context, *RetryUnitRequest) (*RetryUnitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryUnit not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -254,6 +272,24 @@ func _AdminService_Resume_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RetryUnit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryUnitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RetryUnit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RetryUnit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RetryUnit(ctx, req.(*RetryUnitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -280,6 +316,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Resume",
 			Handler:    _AdminService_Resume_Handler,
+		},
+		{
+			MethodName: "RetryUnit",
+			Handler:    _AdminService_RetryUnit_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

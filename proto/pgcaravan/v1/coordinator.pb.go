@@ -652,11 +652,14 @@ func (*CompleteUnitResponse) Descriptor() ([]byte, []int) {
 }
 
 type FailUnitRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	UnitId        uint64                 `protobuf:"varint,2,opt,name=unit_id,json=unitId,proto3" json:"unit_id,omitempty"`
-	Token         string                 `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
-	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	UnitId   uint64                 `protobuf:"varint,2,opt,name=unit_id,json=unitId,proto3" json:"unit_id,omitempty"`
+	Token    string                 `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	Error    string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// The worker gives the unit back unfinished (it is stopping): the unit is
+	// ready again at once and the delivery does not count.
+	Release       bool `protobuf:"varint,5,opt,name=release,proto3" json:"release,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -717,6 +720,13 @@ func (x *FailUnitRequest) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *FailUnitRequest) GetRelease() bool {
+	if x != nil {
+		return x.Release
+	}
+	return false
 }
 
 type FailUnitResponse struct {
@@ -812,12 +822,13 @@ const file_pgcaravan_v1_coordinator_proto_rawDesc = "" +
 	"\x04rows\x18\x04 \x01(\x03R\x04rows\x12\x14\n" +
 	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\x12!\n" +
 	"\falready_done\x18\x06 \x01(\bR\valreadyDone\"\x16\n" +
-	"\x14CompleteUnitResponse\"s\n" +
+	"\x14CompleteUnitResponse\"\x8d\x01\n" +
 	"\x0fFailUnitRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x17\n" +
 	"\aunit_id\x18\x02 \x01(\x04R\x06unitId\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\tR\x05token\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"A\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x18\n" +
+	"\arelease\x18\x05 \x01(\bR\arelease\"A\n" +
 	"\x10FailUnitResponse\x12-\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x17.pgcaravan.v1.UnitStateR\x05state2\xb5\x03\n" +
 	"\x12CoordinatorService\x12[\n" +
