@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -140,6 +141,10 @@ func (w *Worker) openSnapshot(ctx context.Context, l *pb.Lease) (*pgx.Conn, erro
 
 // copyRows streams one copy unit: COPY ... TO STDOUT on the source, piped
 // byte for byte into COPY ... FROM STDIN on the target, rows never decoded.
+// A whole table is truncated and loaded with FREEZE in the unit's
+// transaction; a part of a split table (a CTID or key range) is appended to
+// the table its sibling parts load at the same time, with no TRUNCATE: its
+// done-marker, committed with its rows, is what keeps it from running twice.
 func (w *Worker) copyRows(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog *progress) (result, error) {
 	spec := l.GetUnit().GetCopy()
 	if spec == nil {
@@ -151,14 +156,7 @@ func (w *Worker) copyRows(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog 
 	if spec.GetFormat() == pb.CopyFormat_COPY_FORMAT_BINARY {
 		format = "binary"
 	}
-	var where string
-	if spec.GetStartBlock() != 0 || spec.GetEndBlock() != 0 {
-		where = fmt.Sprintf(" WHERE ctid >= '(%d,0)'::tid", spec.GetStartBlock())
-		if spec.GetEndBlock() != 0 {
-			where += fmt.Sprintf(" AND ctid < '(%d,0)'::tid", spec.GetEndBlock())
-		}
-	}
-	copyTo := fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT WITH (FORMAT %s)", cols, table, where, format)
+	copyTo := fmt.Sprintf("COPY (SELECT %s FROM ONLY %s%s) TO STDOUT WITH (FORMAT %s)", cols, table, rangeWhere(spec), format)
 	target := table
 	if len(spec.GetColumns()) > 0 {
 		target += " (" + cols + ")"
@@ -188,22 +186,11 @@ func (w *Worker) copyRows(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog 
 		}
 	}
 
-	// 3. Stream. The pipe carries COPY data in the server's own chunks.
-	pr, pw := io.Pipe()
-	count := &countingWriter{w: pw, prog: prog, rows: newRowCounter(format == "binary")}
-	srcErr := make(chan error, 1)
-	go func() {
-		_, err := src.PgConn().CopyTo(ctx, count, copyTo)
-		pw.CloseWithError(err)
-		srcErr <- err
-	}()
-	tag, err := dst.PgConn().CopyFrom(ctx, pr, copyFrom)
-	pr.CloseWithError(errors.New("target copy ended"))
-	if serr := <-srcErr; serr != nil {
-		return result{}, fmt.Errorf("source: %s: %w", copyTo, serr)
-	}
+	// 3. Stream.
+	count := &countingWriter{prog: prog, rows: newRowCounter(format == "binary")}
+	rows, err := relay(ctx, src.PgConn(), dst.PgConn(), copyTo, copyFrom, count, relayBuffer)
 	if err != nil {
-		return result{}, fmt.Errorf("target: copy into %s: %w", table, err)
+		return result{}, err
 	}
 
 	// 4. The marker commits with the rows.
@@ -213,7 +200,74 @@ func (w *Worker) copyRows(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog 
 	if err := tx.Commit(ctx); err != nil {
 		return result{}, fmt.Errorf("target: commit copy of %s: %w", table, err)
 	}
-	return result{rows: tag.RowsAffected(), bytes: count.n}, nil
+	return result{rows: rows, bytes: count.n}, nil
+}
+
+// rangeWhere is the WHERE clause of a copy unit's range: CTID blocks (a TID
+// range scan from PostgreSQL 14) or an integer key range, whose unbounded
+// sides have no condition; empty for a whole table. Key bounds are int8
+// literals in quotes, so that even the smallest int8 parses as one.
+func rangeWhere(spec *pb.CopySpec) string {
+	var conds []string
+	if spec.GetStartBlock() != 0 || spec.GetEndBlock() != 0 {
+		conds = append(conds, fmt.Sprintf("ctid >= '(%d,0)'::tid", spec.GetStartBlock()))
+		if spec.GetEndBlock() != 0 {
+			conds = append(conds, fmt.Sprintf("ctid < '(%d,0)'::tid", spec.GetEndBlock()))
+		}
+	}
+	if col := spec.GetKeyColumn(); col != "" {
+		if !spec.GetKeyLowerUnbounded() {
+			conds = append(conds, fmt.Sprintf("%s >= '%d'::int8", ident.Quote(col), spec.GetKeyLower()))
+		}
+		if !spec.GetKeyUpperUnbounded() {
+			conds = append(conds, fmt.Sprintf("%s < '%d'::int8", ident.Quote(col), spec.GetKeyUpper()))
+		}
+	}
+	if len(conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(conds, " AND ")
+}
+
+// relayBuffer is how much COPY data gathers on the source side before it
+// crosses to the target side. The source sends a CopyData message per row,
+// and pgconn's CopyFrom sends one message (one write to the socket) per Read
+// of what it is given: without a buffer every row would cross the pipe, wake
+// the other goroutine and reach the target alone. CopyFrom reads 64 KiB at a
+// time, so a buffer of a few of those lets each handoff fill several full
+// messages. BenchmarkRelay measures the sizes.
+const relayBuffer = 256 << 10
+
+// relay runs copyTo on src and copyFrom on dst, with the bytes of the first
+// flowing into the second through count and a buffer of bufSize bytes (none
+// when 0), and returns the rows the target took.
+func relay(ctx context.Context, src, dst *pgconn.PgConn, copyTo, copyFrom string, count *countingWriter, bufSize int) (int64, error) {
+	pr, pw := io.Pipe()
+	count.w = pw
+	var out io.Writer = count
+	var buf *bufio.Writer
+	if bufSize > 0 {
+		buf = bufio.NewWriterSize(count, bufSize)
+		out = buf
+	}
+	srcErr := make(chan error, 1)
+	go func() {
+		_, err := src.CopyTo(ctx, out, copyTo)
+		if err == nil && buf != nil {
+			err = buf.Flush()
+		}
+		pw.CloseWithError(err)
+		srcErr <- err
+	}()
+	tag, err := dst.CopyFrom(ctx, pr, copyFrom)
+	pr.CloseWithError(errors.New("target copy ended"))
+	if serr := <-srcErr; serr != nil {
+		return 0, fmt.Errorf("source: %s: %w", copyTo, serr)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("target: %s: %w", copyFrom, err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 // countingWriter counts the bytes and rows that pass, for heartbeats.

@@ -54,8 +54,9 @@ type runningCoordinator struct {
 }
 
 // startCoordinator runs a coordinator from srcURI to dstURI on a loopback
-// port and waits until it listens. It is stopped when the test ends.
-func startCoordinator(t *testing.T, srcURI, dstURI string) *runningCoordinator {
+// port, with the default config changed by each of with, and waits until it
+// listens. It is stopped when the test ends.
+func startCoordinator(t *testing.T, srcURI, dstURI string, with ...func(*coordinator.Config)) *runningCoordinator {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -65,6 +66,9 @@ func startCoordinator(t *testing.T, srcURI, dstURI string) *runningCoordinator {
 	cfg.SourceURI, cfg.TargetURI, cfg.Dir = srcURI, dstURI, t.TempDir()
 	cfg.Listener = lis
 	cfg.ExitGrace = 100 * time.Millisecond
+	for _, f := range with {
+		f(&cfg)
+	}
 	coord, err := coordinator.New(cfg, testLogger(t).Named("coordinator"))
 	if err != nil {
 		lis.Close()

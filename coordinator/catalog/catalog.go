@@ -57,7 +57,8 @@ func ReadIdentity(ctx context.Context, q Querier) (Identity, error) {
 
 // ReadTables reads every user relation with rows or indexes: tables,
 // partitioned tables, materialized views and foreign tables, ordered by
-// schema and name.
+// schema and name, with what the plan needs to split big tables (heap
+// pages, an integer key and its distribution; see readSplitKeys).
 func ReadTables(ctx context.Context, q Querier) ([]plan.Table, error) {
 	rows, err := q.Query(ctx, `
 SELECT c.oid, n.nspname, c.relname, c.relkind::text,
@@ -93,6 +94,9 @@ ORDER BY n.nspname, c.relname`)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read tables: %w", err)
+	}
+	if err := readSplitKeys(ctx, q, tables); err != nil {
+		return nil, err
 	}
 	return tables, nil
 }

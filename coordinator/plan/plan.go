@@ -30,6 +30,7 @@ type builder struct {
 	skipped  []string
 
 	copies map[uint32][]uint64 // table -> its copy units
+	split  map[uint32]bool     // tables copied in parts
 	// built maps a table to the units that build indexes and constraints
 	// on it, including partition-index attachments.
 	built map[uint32][]uint64
@@ -49,6 +50,7 @@ func newBuilder(in Input) *builder {
 		tables:   make(map[uint32]Table, len(in.Tables)),
 		children: make(map[uint32][]uint32),
 		copies:   make(map[uint32][]uint64),
+		split:    make(map[uint32]bool),
 		built:    make(map[uint32][]uint64),
 		creator:  make(map[uint32]uint64),
 	}
@@ -130,29 +132,68 @@ func (b *builder) groupBuilt(oid uint32) []uint64 {
 	return out
 }
 
-// 1. Copy units: one per table with rows of its own.
+// 1. Copy units: one per table with rows of its own, or one per part of a
+// table larger than the split threshold. A whole table is TRUNCATEd and
+// loaded with COPY FREEZE in its unit's transaction; the parts of a split
+// table load concurrently into the empty table pre-data created, with no
+// TRUNCATE (it would take back parts already committed) and so no FREEZE.
 func (b *builder) copyUnits() {
+	threshold := SplitThreshold(b.in.Tables, b.opts)
 	for _, t := range b.in.Tables {
 		switch {
 		case t.HasData():
-			format := FormatText
-			if b.opts.BinaryCopy && t.BinarySafe {
-				format = FormatBinary
+			format := b.format(t)
+			parts := split(t, threshold, b.opts.SplitMaxParts)
+			if parts == nil {
+				id := b.add(Unit{
+					Kind:          KindCopy,
+					TableOID:      t.OID,
+					Description:   "whole table",
+					Copy:          &Copy{Schema: t.Schema, Table: t.Name, Columns: t.Columns, Format: format, TruncateFreeze: true},
+					Transactional: true,
+					NeedsSnapshot: true,
+					Size:          t.Bytes,
+				})
+				b.copies[t.OID] = append(b.copies[t.OID], id)
+				continue
 			}
-			id := b.add(Unit{
-				Kind:          KindCopy,
-				TableOID:      t.OID,
-				Description:   "whole table",
-				Copy:          &Copy{Schema: t.Schema, Table: t.Name, Columns: t.Columns, Format: format, TruncateFreeze: true},
-				Transactional: true,
-				NeedsSnapshot: true,
-				Size:          t.Bytes,
-			})
-			b.copies[t.OID] = append(b.copies[t.OID], id)
+			b.split[t.OID] = true
+			for _, p := range parts {
+				id := b.add(Unit{
+					Kind:        KindCopy,
+					TableOID:    t.OID,
+					Description: p.desc,
+					Copy: &Copy{Schema: t.Schema, Table: t.Name, Columns: t.Columns, Format: format,
+						StartBlock: p.start, EndBlock: p.end, Key: p.key},
+					Transactional: true,
+					NeedsSnapshot: true,
+					Size:          p.size,
+				})
+				b.copies[t.OID] = append(b.copies[t.OID], id)
+			}
 		case t.RelKind == "f":
 			b.skipped = append(b.skipped, fmt.Sprintf("%s: foreign table, its data stays on the foreign server", t.QualifiedName()))
 		}
 	}
+}
+
+// format is the table's COPY format under --copy-format: binary needs
+// binary send and receive functions for every column type, and (for auto)
+// the same major version on both sides.
+func (b *builder) format(t Table) CopyFormat {
+	switch b.opts.CopyFormat {
+	case FormatText:
+		return FormatText
+	case FormatBinary:
+		if t.BinarySafe {
+			return FormatBinary
+		}
+	default:
+		if b.opts.BinaryCopy && t.BinarySafe {
+			return FormatBinary
+		}
+	}
+	return FormatText
 }
 
 // 2. Post-data entries become index, constraint and foreign key units; the
@@ -279,17 +320,27 @@ func constraintName(e Entry) string {
 	return e.Tag
 }
 
-// 3. Each copied table is analyzed once its indexes exist. COPY FREEZE has
-// already frozen the rows and set the visibility map, so VACUUM has nothing to do.
+// 3. Each copied table is analyzed once its indexes exist. After COPY
+// FREEZE the rows are frozen and the visibility map is set, so ANALYZE is
+// all a whole table needs. A split table was loaded without FREEZE: VACUUM
+// sets its visibility map (index-only scans, and no later vacuum rewriting
+// every page for hint bits) along with the statistics. VACUUM cannot run in
+// a transaction block, so that unit is not transactional; running it twice
+// is harmless.
 func (b *builder) vacuumUnits() {
 	for _, t := range b.in.Tables {
 		if !t.HasData() {
 			continue
 		}
 		deps := append(append([]uint64{}, b.copies[t.OID]...), b.built[t.OID]...)
-		b.add(Unit{Kind: KindVacuum, TableOID: t.OID, Description: "analyze",
+		u := Unit{Kind: KindVacuum, TableOID: t.OID, Description: "analyze",
 			SQL: "ANALYZE " + ident.Qualified(t.Schema, t.Name) + ";", Transactional: true,
-			DependsOn: deps, Size: t.Bytes})
+			DependsOn: deps, Size: t.Bytes}
+		if b.split[t.OID] {
+			u.Description, u.Transactional = "vacuum analyze", false
+			u.SQL = "VACUUM (ANALYZE) " + ident.Qualified(t.Schema, t.Name) + ";"
+		}
+		b.add(u)
 	}
 }
 

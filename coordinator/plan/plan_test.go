@@ -184,6 +184,8 @@ var goldenCases = []struct {
 	{"shop", shopInput},
 	{"weird_names", weirdInput},
 	{"empty", func() plan.Input { return plan.Input{} }},
+	{"split", splitInput},
+	{"split_derived", splitDerivedInput},
 }
 
 // render prints a plan as stable text, one line per unit.
@@ -210,6 +212,16 @@ func render(p plan.Plan) string {
 		if c := u.Copy; c != nil {
 			fmt.Fprintf(&sb, " copy=%s.%s format=%s truncate_freeze=%t blocks=%d-%d cols=%q",
 				c.Schema, c.Table, c.Format, c.TruncateFreeze, c.StartBlock, c.EndBlock, c.Columns)
+			if k := c.Key; k != nil {
+				lower, upper := "-inf", "+inf"
+				if !k.LowerUnbounded {
+					lower = fmt.Sprint(k.Lower)
+				}
+				if !k.UpperUnbounded {
+					upper = fmt.Sprint(k.Upper)
+				}
+				fmt.Fprintf(&sb, " key=%s[%s,%s)", k.Column, lower, upper)
+			}
 		}
 		if lo := u.LargeObjects; lo != nil {
 			fmt.Fprintf(&sb, " oids=%d..%d count=%d no_owner=%t no_acl=%t", lo.FirstOID, lo.LastOID, lo.Count, lo.NoOwner, lo.NoACL)
@@ -295,8 +307,10 @@ func TestBuildProperties(t *testing.T) {
 				if u.Kind != plan.KindCopy && u.Kind != plan.KindLargeObjects && u.SQL == "" && len(u.DumpIDs) == 0 {
 					t.Errorf("unit %d kind %s has neither SQL nor dump IDs", u.ID, u.Kind)
 				}
-				if !u.Transactional {
-					t.Errorf("unit %d kind %s is not transactional", u.ID, u.Kind)
+				// VACUUM cannot run in a transaction block; everything else
+				// commits with its done-marker.
+				if vacuum := strings.HasPrefix(u.SQL, "VACUUM "); u.Transactional == vacuum {
+					t.Errorf("unit %d kind %s %q: transactional = %t", u.ID, u.Kind, u.SQL, u.Transactional)
 				}
 			}
 			if cycle := findCycle(p.Units); cycle != nil {
@@ -757,24 +771,31 @@ func TestQuotedIdentifiers(t *testing.T) {
 
 func TestCopyFormat(t *testing.T) {
 	for _, tc := range []struct {
+		option                 plan.CopyFormat
 		binaryCopy, binarySafe bool
 		want                   plan.CopyFormat
 	}{
-		{false, false, plan.FormatText},
-		{false, true, plan.FormatText},
-		{true, false, plan.FormatText},
-		{true, true, plan.FormatBinary},
+		{"", false, false, plan.FormatText},
+		{"", false, true, plan.FormatText},
+		{"", true, false, plan.FormatText},
+		{"", true, true, plan.FormatBinary},
+		{plan.FormatAuto, true, true, plan.FormatBinary},
+		{plan.FormatAuto, false, true, plan.FormatText},
+		// --copy-format binary skips the version check, not the types'.
+		{plan.FormatBinary, false, true, plan.FormatBinary},
+		{plan.FormatBinary, true, false, plan.FormatText},
+		{plan.FormatText, true, true, plan.FormatText},
 	} {
 		in := plan.Input{
 			Tables:  []plan.Table{{OID: 1, Schema: "s", Name: "t", RelKind: "r", Columns: []string{"a"}, BinarySafe: tc.binarySafe, Bytes: 10}},
-			Options: plan.Options{BinaryCopy: tc.binaryCopy},
+			Options: plan.Options{BinaryCopy: tc.binaryCopy, CopyFormat: tc.option},
 		}
 		p := plan.Build(in)
 		if len(p.Units) != 2 || p.Units[0].Kind != plan.KindCopy || p.Units[1].Kind != plan.KindVacuum {
 			t.Fatalf("one table: units %+v, want a copy and a vacuum", p.Units)
 		}
 		if got := p.Units[0].Copy.Format; got != tc.want {
-			t.Errorf("BinaryCopy=%t BinarySafe=%t: format %s, want %s", tc.binaryCopy, tc.binarySafe, got, tc.want)
+			t.Errorf("--copy-format %q BinaryCopy=%t BinarySafe=%t: format %s, want %s", tc.option, tc.binaryCopy, tc.binarySafe, got, tc.want)
 		}
 		if !slices.Equal(p.Units[1].DependsOn, []uint64{1}) {
 			t.Errorf("vacuum deps %v, want [1]", p.Units[1].DependsOn)

@@ -21,6 +21,9 @@ type CopyFormat string
 const (
 	FormatText   CopyFormat = "text"
 	FormatBinary CopyFormat = "binary"
+	// FormatAuto is only an option (--copy-format auto): binary where it is
+	// safe, text otherwise. A unit's format is never auto.
+	FormatAuto CopyFormat = "auto"
 )
 
 // Table is a relation of the source, as the catalog read it under the snapshot.
@@ -45,8 +48,30 @@ type Table struct {
 	EstRows    int64 `json:"est_rows"`
 	// Bytes is heap + TOAST size.
 	Bytes int64 `json:"bytes"`
+	// HeapPages is the heap's length in blocks, what CTID ranges cut; 0
+	// when the source cannot scan TID ranges (before PostgreSQL 14), which
+	// leaves key ranges as the only way to split the table.
+	HeapPages int64 `json:"heap_pages,omitempty"`
+	// SplitKey is a single-column integer key the table can be cut on, or
+	// nil.
+	SplitKey *SplitKey `json:"split_key,omitempty"`
 	// Populated is pg_class.relispopulated, for materialized views.
 	Populated bool `json:"populated,omitempty"`
+}
+
+// SplitKey is a NOT NULL int2/int4/int8 column with a unique index of its
+// own (the primary key, or a unique index), what key ranges are cut on.
+type SplitKey struct {
+	Column string `json:"column"`
+	// Bounds are ascending values that cut the rows into groups of about
+	// equal counts (pg_stats.histogram_bounds, or quantiles of a sample);
+	// fewer than two means the key's distribution is unknown.
+	Bounds []int64 `json:"bounds,omitempty"`
+	// Correlation is between the key's order and the rows' physical order,
+	// from -1 to 1 (pg_stats.correlation, or computed on the sample).
+	Correlation float64 `json:"correlation"`
+	// Sampled says Bounds come from a sample, not from pg_stats.
+	Sampled bool `json:"sampled,omitempty"`
 }
 
 // QualifiedName is schema.name, unquoted, for display.
@@ -118,6 +143,21 @@ type Options struct {
 	// BinaryCopy allows binary COPY for tables whose types allow it; the
 	// coordinator sets it when both servers have the same major version.
 	BinaryCopy bool `json:"binary_copy"`
+	// CopyFormat is --copy-format: auto (or empty) is binary where
+	// BinaryCopy and the table's types allow it; binary skips the version
+	// check (the table's types must still have binary I/O); text is text.
+	CopyFormat CopyFormat `json:"copy_format,omitempty"`
+	// SplitTablesLargerThan is --split-tables-larger-than in bytes: a table
+	// with more heap + TOAST bytes is cut into units of about that size. 0
+	// derives it from the total size and CopyJobs (see SplitThreshold);
+	// negative never splits.
+	SplitTablesLargerThan int64 `json:"split_tables_larger_than,omitempty"`
+	// SplitMaxParts caps the units of one table (--split-max-parts); 0 is
+	// DefaultSplitMaxParts.
+	SplitMaxParts int `json:"split_max_parts,omitempty"`
+	// CopyJobs is how many copy units the fleet runs at once, for the
+	// derived split size; 0 is DefaultCopyJobs.
+	CopyJobs int `json:"copy_jobs,omitempty"`
 	// LargeObjectsPerUnit caps how many large objects one unit copies.
 	LargeObjectsPerUnit int  `json:"large_objects_per_unit"`
 	NoOwner             bool `json:"no_owner"`
@@ -126,7 +166,7 @@ type Options struct {
 
 // DefaultOptions are the options the CLI starts from.
 func DefaultOptions() Options {
-	return Options{LargeObjectsPerUnit: 1000}
+	return Options{LargeObjectsPerUnit: 1000, CopyFormat: FormatAuto, SplitMaxParts: DefaultSplitMaxParts}
 }
 
 // Copy describes a copy unit.
@@ -140,6 +180,20 @@ type Copy struct {
 	// table, EndBlock 0 alone means open-ended.
 	StartBlock uint32 `json:"start_block,omitempty"`
 	EndBlock   uint32 `json:"end_block,omitempty"`
+	// Key, when set, bounds the unit to a range of an integer key instead.
+	Key *KeyRange `json:"key,omitempty"`
+}
+
+// KeyRange is the rows whose Column is in [Lower, Upper). An unbounded side
+// has no condition, so the first range takes every value below the first
+// cut and the last every value above the last one, whatever the statistics
+// said.
+type KeyRange struct {
+	Column         string `json:"column"`
+	Lower          int64  `json:"lower,omitempty"`
+	Upper          int64  `json:"upper,omitempty"`
+	LowerUnbounded bool   `json:"lower_unbounded,omitempty"`
+	UpperUnbounded bool   `json:"upper_unbounded,omitempty"`
 }
 
 // LargeObjects describes a large-object unit: an inclusive OID range.

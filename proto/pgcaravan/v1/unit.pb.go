@@ -224,13 +224,23 @@ type CopySpec struct {
 	Columns []string   `protobuf:"bytes,3,rep,name=columns,proto3" json:"columns,omitempty"`
 	Format  CopyFormat `protobuf:"varint,4,opt,name=format,proto3,enum=pgcaravan.v1.CopyFormat" json:"format,omitempty"`
 	// TRUNCATE the target table and COPY ... FREEZE, in the unit's transaction.
+	// False for the parts of a split table, which load into the empty table
+	// side by side.
 	TruncateFreeze bool `protobuf:"varint,5,opt,name=truncate_freeze,json=truncateFreeze,proto3" json:"truncate_freeze,omitempty"`
 	// A CTID block range [start_block, end_block); end_block 0 means open-ended.
 	// Both 0 means the whole table.
-	StartBlock    uint32 `protobuf:"varint,6,opt,name=start_block,json=startBlock,proto3" json:"start_block,omitempty"`
-	EndBlock      uint32 `protobuf:"varint,7,opt,name=end_block,json=endBlock,proto3" json:"end_block,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StartBlock uint32 `protobuf:"varint,6,opt,name=start_block,json=startBlock,proto3" json:"start_block,omitempty"`
+	EndBlock   uint32 `protobuf:"varint,7,opt,name=end_block,json=endBlock,proto3" json:"end_block,omitempty"`
+	// A range of an integer key instead: key_column >= key_lower (unless
+	// key_lower_unbounded) AND key_column < key_upper (unless
+	// key_upper_unbounded). Empty key_column means no key range.
+	KeyColumn         string `protobuf:"bytes,8,opt,name=key_column,json=keyColumn,proto3" json:"key_column,omitempty"`
+	KeyLower          int64  `protobuf:"varint,9,opt,name=key_lower,json=keyLower,proto3" json:"key_lower,omitempty"`
+	KeyUpper          int64  `protobuf:"varint,10,opt,name=key_upper,json=keyUpper,proto3" json:"key_upper,omitempty"`
+	KeyLowerUnbounded bool   `protobuf:"varint,11,opt,name=key_lower_unbounded,json=keyLowerUnbounded,proto3" json:"key_lower_unbounded,omitempty"`
+	KeyUpperUnbounded bool   `protobuf:"varint,12,opt,name=key_upper_unbounded,json=keyUpperUnbounded,proto3" json:"key_upper_unbounded,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CopySpec) Reset() {
@@ -310,6 +320,41 @@ func (x *CopySpec) GetEndBlock() uint32 {
 		return x.EndBlock
 	}
 	return 0
+}
+
+func (x *CopySpec) GetKeyColumn() string {
+	if x != nil {
+		return x.KeyColumn
+	}
+	return ""
+}
+
+func (x *CopySpec) GetKeyLower() int64 {
+	if x != nil {
+		return x.KeyLower
+	}
+	return 0
+}
+
+func (x *CopySpec) GetKeyUpper() int64 {
+	if x != nil {
+		return x.KeyUpper
+	}
+	return 0
+}
+
+func (x *CopySpec) GetKeyLowerUnbounded() bool {
+	if x != nil {
+		return x.KeyLowerUnbounded
+	}
+	return false
+}
+
+func (x *CopySpec) GetKeyUpperUnbounded() bool {
+	if x != nil {
+		return x.KeyUpperUnbounded
+	}
+	return false
 }
 
 // LargeObjectRange is an inclusive range of large object OIDs.
@@ -495,7 +540,7 @@ var File_pgcaravan_v1_unit_proto protoreflect.FileDescriptor
 
 const file_pgcaravan_v1_unit_proto_rawDesc = "" +
 	"\n" +
-	"\x17pgcaravan/v1/unit.proto\x12\fpgcaravan.v1\"\xeb\x01\n" +
+	"\x17pgcaravan/v1/unit.proto\x12\fpgcaravan.v1\"\xa4\x03\n" +
 	"\bCopySpec\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\tR\x06schema\x12\x14\n" +
 	"\x05table\x18\x02 \x01(\tR\x05table\x12\x18\n" +
@@ -504,7 +549,14 @@ const file_pgcaravan_v1_unit_proto_rawDesc = "" +
 	"\x0ftruncate_freeze\x18\x05 \x01(\bR\x0etruncateFreeze\x12\x1f\n" +
 	"\vstart_block\x18\x06 \x01(\rR\n" +
 	"startBlock\x12\x1b\n" +
-	"\tend_block\x18\a \x01(\rR\bendBlock\"|\n" +
+	"\tend_block\x18\a \x01(\rR\bendBlock\x12\x1d\n" +
+	"\n" +
+	"key_column\x18\b \x01(\tR\tkeyColumn\x12\x1b\n" +
+	"\tkey_lower\x18\t \x01(\x03R\bkeyLower\x12\x1b\n" +
+	"\tkey_upper\x18\n" +
+	" \x01(\x03R\bkeyUpper\x12.\n" +
+	"\x13key_lower_unbounded\x18\v \x01(\bR\x11keyLowerUnbounded\x12.\n" +
+	"\x13key_upper_unbounded\x18\f \x01(\bR\x11keyUpperUnbounded\"|\n" +
 	"\x10LargeObjectRange\x12\x1b\n" +
 	"\tfirst_oid\x18\x01 \x01(\rR\bfirstOid\x12\x19\n" +
 	"\blast_oid\x18\x02 \x01(\rR\alastOid\x12\x19\n" +
