@@ -1,7 +1,9 @@
-// Package cdcnode will consume the logical replication slot, spool changes
-// to disk and replay them on the target (ARCHITECTURE.md "CDC: stream,
-// spool, apply"). It is not built yet: `pgcaravan clone --follow` and the
-// `cdcnode` command do not exist in this version, and the README says so.
-// Like the worker, it must know the coordinator only through the generated
-// gRPC client.
+// Package cdcnode follows a live migration's changes (ARCHITECTURE.md "CDC:
+// stream, spool, apply"). From the start of the copy it streams the
+// logical replication slot into a durable spool on local disk (package
+// stream into package spool); once the coordinator says the backfill is
+// complete it replays the spool on the target (package apply) and keeps the
+// target in sync until the cutover's endpos. It knows the coordinator only
+// through the generated gRPC client (CDCService) and never imports
+// coordinator packages.
 package cdcnode

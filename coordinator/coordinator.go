@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -69,6 +70,13 @@ type Config struct {
 	Security rpcsec.Config
 	// MetricsListen serves Prometheus /metrics; empty disables it.
 	MetricsListen string
+	// Follow makes a live migration: a publication and a slot are created
+	// before the snapshot, a cdcnode applies changes once the backfill is
+	// complete, and the migration ends at Cutover and Cleanup.
+	Follow bool
+	// ReplicaIdentityFull sets REPLICA IDENTITY FULL on source tables that
+	// have no replica identity, instead of publishing only their inserts.
+	ReplicaIdentityFull bool
 }
 
 // DefaultConfig is the configuration the CLI starts from.
@@ -115,6 +123,12 @@ type Coordinator struct {
 	src, dst pguri.URI
 	ready    chan struct{}
 	addr     string
+
+	// Set by Run, for the admin calls (Cutover, Cleanup).
+	st          *store.Store
+	rpc         *rpcserver.Server
+	cleaned     chan struct{}
+	cleanedOnce sync.Once
 }
 
 // New checks the configuration; nothing is opened until Run.
@@ -127,7 +141,7 @@ func New(cfg Config, logger hclog.Logger) (*Coordinator, error) {
 		return nil, err
 	}
 	cfg.Plan.NoOwner, cfg.Plan.NoACL = cfg.NoOwner, cfg.NoACL
-	return &Coordinator{cfg: cfg, log: logger, src: src, dst: dst, ready: make(chan struct{})}, nil
+	return &Coordinator{cfg: cfg, log: logger, src: src, dst: dst, ready: make(chan struct{}), cleaned: make(chan struct{})}, nil
 }
 
 // Ready is closed once the gRPC server listens.
@@ -151,7 +165,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		if err := c.sameMigration(meta); err != nil {
 			return err
 		}
-		if meta.Phase == store.PhaseDone {
+		if meta.Phase == store.PhaseDone && (!meta.Follow || meta.Cleaned) {
 			c.log.Info("migration is already complete", "migration_id", meta.MigrationID, "dir", c.cfg.Dir)
 			return nil
 		}
@@ -176,9 +190,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	c.addr = lis.Addr().String()
 	rpc := rpcserver.New(rpcserver.Config{HeartbeatInterval: c.cfg.HeartbeatInterval, MaxWait: c.cfg.MaxWait}, st, c.log)
+	c.st, c.rpc = st, rpc
+	rpc.SetController(c)
 	srv := grpc.NewServer(srvOpts...)
 	pb.RegisterCoordinatorServiceServer(srv, rpc)
 	pb.RegisterAdminServiceServer(srv, rpc)
+	pb.RegisterCDCServiceServer(srv, rpc)
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	reflection.Register(srv)
@@ -270,6 +287,18 @@ func (c *Coordinator) migrate(ctx context.Context, st *store.Store, rpc *rpcserv
 	defer stopBroker()
 	g.Go(func() error { return broker.Run(bctx) })
 	rpc.SetBroker(broker, snap.id)
+	meta, err := st.Meta()
+	if err != nil {
+		return err
+	}
+	if meta.Follow {
+		update, err := c.watchState(st, meta)
+		if err != nil {
+			return err
+		}
+		rpc.UpdateCDC(update)
+		g.Go(func() error { c.pollSource(bctx, rpc, meta.Slot); return nil })
+	}
 
 	// Drive: watch state changes, release the snapshot once nothing needs
 	// it, and stop when no unit can run any more.
@@ -284,7 +313,12 @@ func (c *Coordinator) migrate(ctx context.Context, st *store.Store, rpc *rpcserv
 		}
 		if copying && broker.Settled(func(u *store.Unit) bool { return u.Kind == plan.KindCopy }) {
 			copying = false
-			if err := st.UpdateMeta(func(m *store.Meta) { m.Phase = store.PhaseFinalize }); err != nil {
+			err := st.UpdateMeta(func(m *store.Meta) {
+				if m.Phase == store.PhaseCopy {
+					m.Phase = store.PhaseFinalize
+				}
+			})
+			if err != nil {
 				return err
 			}
 			c.log.Info("phase changed", "phase", store.PhaseFinalize)
@@ -298,7 +332,42 @@ func (c *Coordinator) migrate(ctx context.Context, st *store.Store, rpc *rpcserv
 		case <-changed:
 		}
 	}
+	if meta.Follow && !anyFailed(broker) {
+		return c.follow(ctx, st, rpc)
+	}
 	return c.finish(ctx, st, broker)
+}
+
+func anyFailed(b *lease.Broker) bool {
+	for _, u := range b.Snapshot().Units {
+		if u.State == store.StateFailed {
+			return true
+		}
+	}
+	return false
+}
+
+// follow is the live part of a --follow migration: the backfill is
+// complete, the cdcnode applies changes, and the coordinator waits for an
+// operator's Cutover and Cleanup.
+func (c *Coordinator) follow(ctx context.Context, st *store.Store, rpc *rpcserver.Server) error {
+	err := st.UpdateMeta(func(m *store.Meta) {
+		if m.Phase != store.PhaseCutover && m.Phase != store.PhaseDone {
+			m.Phase = store.PhaseFollow
+		}
+	})
+	if err != nil {
+		return err
+	}
+	rpc.UpdateCDC(func(w *pb.WatchPhaseResponse) { w.BackfillComplete = true })
+	c.log.Info("backfill complete: the cdcnode applies changes; call Cutover once writes on the source have stopped, then Cleanup")
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.cleaned:
+		c.log.Info("migration complete and cleaned up")
+		return nil
+	}
 }
 
 // finish records the outcome and removes pgcaravan's schema from the target.

@@ -77,11 +77,18 @@ func (c *Coordinator) resume(ctx context.Context, st *store.Store, rpc *rpcserve
 		}
 	}
 
-	// 3. A new epoch.
-	if err := snap.export(ctx, c.src); err != nil {
+	// 3. A new epoch. With --follow its LSN must be exact: it comes from a
+	// temporary slot, and the cdcnode applies a change to a table only from
+	// its epoch's LSN on.
+	epochID := uint32(len(epochs) + 1)
+	if meta.Follow {
+		if err := c.createSlot(ctx, snap, fmt.Sprintf("%s_epoch%d", meta.Slot, epochID), true); err != nil {
+			return snap, err
+		}
+	} else if err := snap.export(ctx, c.src); err != nil {
 		return snap, err
 	}
-	epoch := store.Epoch{ID: uint32(len(epochs) + 1), Snapshot: snap.id, LSN: snap.lsn, CreatedAt: time.Now()}
+	epoch := store.Epoch{ID: epochID, Snapshot: snap.id, LSN: snap.lsn, CreatedAt: time.Now()}
 
 	// 4. Reset the tables whose copy is unfinished.
 	unfinished := map[uint32]bool{}
@@ -134,7 +141,7 @@ func (c *Coordinator) resume(ctx context.Context, st *store.Store, rpc *rpcserve
 		if m.Phase == store.PhaseFailed {
 			m.Phase = store.PhaseCopy
 		}
-		if len(reset) > 0 {
+		if len(reset) > 0 && !m.Follow {
 			m.Warnings = append(m.Warnings, fmt.Sprintf(
 				"coordinator restarted at %s: %d table(s) were recopied under a new snapshot (epoch %d at LSN %s); "+
 					"this offline clone is consistent across tables only if nothing wrote to the source in between",

@@ -126,9 +126,30 @@ func (c *Coordinator) setup(ctx context.Context, st *store.Store, rpc *rpcserver
 	rpc.SetMigration(meta)
 
 	// 2. Export the snapshot from a REPEATABLE READ READ ONLY transaction
-	// that stays open while units need it.
+	// that stays open while units need it. With --follow, the publication
+	// comes first and the snapshot is the new slot's (PITFALLS.md).
 	t := time.Now()
-	if err := snap.export(ctx, c.src); err != nil {
+	var published []plan.Table
+	if c.cfg.Follow {
+		if err := checkFollow(ctx, srcConn, c.src); err != nil {
+			return snap, err
+		}
+		if published, err = catalog.ReadTables(ctx, srcConn); err != nil {
+			return snap, fmt.Errorf("source %s: %w", c.src, err)
+		}
+		slot, pub, insertOnly, origin := cdcNames(meta.MigrationID)
+		meta.Follow, meta.Slot, meta.Origin = true, slot, origin
+		pubs, warnings, err := c.createPublications(ctx, srcConn, published, pub, insertOnly)
+		meta.Publications = pubs
+		meta.Warnings = append(meta.Warnings, warnings...)
+		if err != nil {
+			return snap, c.undoFollow(ctx, meta, err)
+		}
+		if err := c.createSlot(ctx, snap, slot, false); err != nil {
+			return snap, c.undoFollow(ctx, meta, err)
+		}
+		meta.StartLSN = snap.lsn
+	} else if err := snap.export(ctx, c.src); err != nil {
 		return snap, err
 	}
 	meta.Snapshot = snap.id
@@ -144,6 +165,9 @@ func (c *Coordinator) setup(ctx context.Context, st *store.Store, rpc *rpcserver
 	}
 	if in.LargeObjects, err = catalog.ReadLargeObjects(ctx, snap.tx); err != nil {
 		return snap, fmt.Errorf("source %s: %w", c.src, err)
+	}
+	if c.cfg.Follow && !sameTables(published, in.Tables) {
+		return snap, c.undoFollow(ctx, meta, fmt.Errorf("source %s: tables were created or dropped while the publication was set up; run again", c.src))
 	}
 	mark("snapshot and catalog", t)
 
@@ -170,7 +194,7 @@ func (c *Coordinator) setup(ctx context.Context, st *store.Store, rpc *rpcserver
 
 	// 6. Plan, then give every unit made of dump entries its SQL.
 	t = time.Now()
-	in.PostData = entriesOf(post)
+	in.PostData = notOurPublications(entriesOf(post), meta.Publications)
 	if err := catalog.Annotate(ctx, snap.tx, in.PostData); err != nil {
 		return snap, fmt.Errorf("source %s: %w", c.src, err)
 	}
@@ -196,6 +220,11 @@ func (c *Coordinator) setup(ctx context.Context, st *store.Store, rpc *rpcserver
 	if _, err := dstConn.Exec(ctx, createMarkerSchema); err != nil {
 		return snap, fmt.Errorf("target %s: create the pgcaravan schema for done-markers: %w", c.dst, err)
 	}
+	if c.cfg.Follow {
+		if err := createOrigin(ctx, dstConn, meta.Origin); err != nil {
+			return snap, fmt.Errorf("target %s: create replication origin %s: %w", c.dst, meta.Origin, err)
+		}
+	}
 	mark("pre-data restore", t)
 
 	// 8. Persist: from here on the store describes the migration.
@@ -216,6 +245,38 @@ func (c *Coordinator) setup(ctx context.Context, st *store.Store, rpc *rpcserver
 	c.log.Info("plan ready", "migration_id", meta.MigrationID, "tables", len(p.Tables), "units", len(p.Units),
 		"schema_millis", time.Since(started).Milliseconds())
 	return snap, nil
+}
+
+// undoFollow drops the slot and publications a failed setup created, so it
+// leaves no slot retaining WAL behind, and returns cause.
+func (c *Coordinator) undoFollow(ctx context.Context, meta store.Meta, cause error) error {
+	meta.Origin = "" // nothing was made on the target yet
+	if _, err := DropCDC(context.WithoutCancel(ctx), c.src, c.dst, meta); err != nil {
+		return fmt.Errorf("%w (and cleaning up failed too: %v; run pgcaravan cleanup)", cause, err)
+	}
+	return cause
+}
+
+// sameTables says whether two reads of the catalog list the same tables
+// with rows.
+func sameTables(a, b []plan.Table) bool {
+	set := map[uint32]bool{}
+	n := 0
+	for _, t := range a {
+		if t.HasData() {
+			set[t.OID] = true
+			n++
+		}
+	}
+	for _, t := range b {
+		if t.HasData() {
+			if !set[t.OID] {
+				return false
+			}
+			n--
+		}
+	}
+	return n == 0
 }
 
 // checkTarget lists the objects the clone would create that the target

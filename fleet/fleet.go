@@ -11,12 +11,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/pgcaravan/pgcaravan/cdcnode"
 	"github.com/pgcaravan/pgcaravan/coordinator"
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
 	"github.com/pgcaravan/pgcaravan/report"
@@ -40,6 +42,8 @@ type Config struct {
 	ProgressInterval time.Duration
 	// OnListen, if set, is told the admin API's address once it listens.
 	OnListen func(addr string)
+	// CDC configures the cdcnode of a --follow clone.
+	CDC cdcnode.Config
 }
 
 var tableKinds = []pb.UnitKind{pb.UnitKind_UNIT_KIND_COPY, pb.UnitKind_UNIT_KIND_LARGE_OBJECTS,
@@ -96,6 +100,21 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) (*pb.StatusRespon
 		return nil
 	})
 	g.Go(func() error { return wk.Run(workerCtx) })
+	if cfg.Coordinator.Follow {
+		cdcCfg := cfg.CDC
+		cdcCfg.Coordinator, cdcCfg.SourceURI, cdcCfg.TargetURI = lis.Addr().String(), cfg.Worker.SourceURI, cfg.Worker.TargetURI
+		cdcCfg.Security = cfg.Worker.Security
+		if cdcCfg.Dir == "" {
+			cdcCfg.Dir = filepath.Join(cfg.Coordinator.Dir, "cdc")
+		}
+		node, err := cdcnode.New(cdcCfg, logger)
+		if err != nil {
+			stopWorkers()
+			return nil, err
+		}
+		g.Go(func() error { return node.Run(workerCtx) })
+		g.Go(func() error { return cleanupAfterCutover(progressCtx, lis.Addr().String(), cfg, logger) })
+	}
 	if cfg.Progress != nil {
 		g.Go(func() error {
 			watch(progressCtx, lis.Addr().String(), cfg)
@@ -111,6 +130,45 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) (*pb.StatusRespon
 		coordErr = serr
 	}
 	return final, coordErr
+}
+
+// cleanupAfterCutover ends an embedded --follow clone: once an operator's
+// Cutover has completed (phase done), it calls Cleanup, which stops the
+// cdcnode, drops the slot and publications, and lets the coordinator exit.
+func cleanupAfterCutover(ctx context.Context, addr string, cfg Config, logger hclog.Logger) error {
+	opts, err := rpcsec.DialOptions(cfg.Worker.Security)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	admin := pb.NewAdminServiceClient(conn)
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := admin.Status(cctx, &pb.StatusRequest{})
+		cancel()
+		if err != nil || s.GetPhase() != pb.Phase_PHASE_DONE || s.GetCdc().GetEndpos() == "" {
+			continue
+		}
+		logger.Info("cutover complete: cleaning up the slot and publications")
+		cctx, cancel = context.WithTimeout(ctx, time.Minute)
+		_, err = admin.Cleanup(cctx, &pb.CleanupRequest{})
+		cancel()
+		if err != nil {
+			logger.Error("cleanup after cutover failed; run `pgcaravan cleanup --dir` with --source and --target", "error", err)
+		}
+		return nil
+	}
 }
 
 // watch polls AdminService/Status over the same loopback gRPC a person's

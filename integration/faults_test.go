@@ -60,13 +60,18 @@ func newFleet(t *testing.T, rows int) *fleet {
 		t.Fatalf("generate: %v", err)
 	}
 	f.srcURI, f.dstURI = f.src.URI("app"), f.dst.URI("app")
-	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	f.admin = newFleetAdmin(t, f.addr)
+	return f
+}
+
+// newFleetAdmin dials a coordinator's admin API for a test.
+func newFleetAdmin(t *testing.T, addr string) pb.AdminServiceClient {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	f.admin = pb.NewAdminServiceClient(conn)
-	return f
+	return pb.NewAdminServiceClient(conn)
 }
 
 func (f *fleet) startCoordinator(extra ...string) *proc {

@@ -82,6 +82,7 @@ func Status(w io.Writer, s *pb.StatusResponse) {
 	for _, wk := range s.GetWorkers() {
 		fmt.Fprintf(w, "  %s  %-24s jobs %d  units %v\n", wk.GetWorkerId(), wk.GetName(), wk.GetJobs(), wk.GetUnitIds())
 	}
+	CDC(w, s.GetCdc())
 	for _, warn := range s.GetWarnings() {
 		fmt.Fprintf(w, "WARNING    %s\n", warn)
 	}
@@ -136,6 +137,10 @@ func Progress(s, prev *pb.StatusResponse, interval time.Duration, maxTables int)
 	fmt.Fprintf(&b, "%-8s %8s  units %d/%d  rows %d/~%d  %s/~%s  %s/s  ETA %s\n", phase(s.GetPhase()), elapsed,
 		done, all, s.GetRowsDone(), s.GetRowsTotalEstimate(), Bytes(s.GetBytesDone()), Bytes(s.GetBytesTotalEstimate()),
 		Bytes(int64(rate)), eta)
+	if c := s.GetCdc(); c != nil {
+		fmt.Fprintf(&b, "  changes: received %s applied %s  lag %s (%.1fs)  spool %s  %.0f changes/s\n", c.GetReceivedLsn(),
+			c.GetAppliedLsn(), Bytes(c.GetLagBytes()), c.GetLagSeconds(), Bytes(c.GetSpoolBytes()), c.GetApplyRate())
+	}
 	prevRows := map[string]int64{}
 	if prev != nil {
 		for _, t := range prev.GetTables() {
@@ -205,4 +210,38 @@ func Summary(w io.Writer, s *pb.StatusResponse) {
 	}
 	tw.Flush()
 	Failed(w, s)
+}
+
+// Cutover writes a cutover's summary.
+func Cutover(w io.Writer, c *pb.CutoverResponse) {
+	fmt.Fprintf(w, "cutover complete: every change up to %s is on the target\n", c.GetEndpos())
+	fmt.Fprintf(w, "  applied through  %s\n", c.GetAppliedLsn())
+	fmt.Fprintf(w, "  changes applied  %d (since the cdcnode started)\n", c.GetChangesApplied())
+	fmt.Fprintf(w, "  sequences set    %d\n", c.GetSequencesSet())
+	fmt.Fprintf(w, "  took             %s\n", Millis(c.GetMillis()))
+	fmt.Fprintln(w, "switch the application to the target, then run `pgcaravan cleanup`")
+}
+
+// CDC writes the change stream's status, if any.
+func CDC(w io.Writer, c *pb.CDCStatus) {
+	if c == nil {
+		return
+	}
+	conn := "disconnected"
+	if c.GetConnected() {
+		conn = "connected"
+	}
+	fmt.Fprintf(w, "cdc        slot %s, cdcnode %s\n", c.GetSlotName(), conn)
+	fmt.Fprintf(w, "           received %s  flushed %s  applied %s  source %s\n", c.GetReceivedLsn(), c.GetFlushedLsn(), c.GetAppliedLsn(), c.GetSourceLsn())
+	fmt.Fprintf(w, "           lag %s (%.1fs)  spool %s  apply rate %.0f changes/s  applied %d\n", Bytes(c.GetLagBytes()), c.GetLagSeconds(),
+		Bytes(c.GetSpoolBytes()), c.GetApplyRate(), c.GetChangesApplied())
+	if c.GetEndpos() != "" {
+		fmt.Fprintf(w, "           cutover endpos %s\n", c.GetEndpos())
+	}
+	if c.GetDiskFull() {
+		fmt.Fprintln(w, "           SPOOL DISK FULL: receiving is stopped")
+	}
+	if c.GetError() != "" {
+		fmt.Fprintf(w, "           last error: %s\n", c.GetError())
+	}
 }

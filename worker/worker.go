@@ -33,7 +33,7 @@ import (
 
 // ErrWrongDatabase means the worker's --source or --target is not the
 // database the coordinator's migration is about.
-var ErrWrongDatabase = errors.New("worker: connection string points at another database than the coordinator's")
+var ErrWrongDatabase = pguri.ErrWrongDatabase
 
 // Loop is a set of pull loops taking the same unit kinds.
 type Loop struct {
@@ -253,30 +253,12 @@ func (w *Worker) registration() *pb.RegisterWorkerResponse {
 }
 
 // checkDatabases refuses to work when --source or --target is not the
-// database the migration is about: a worker writing into the wrong database
-// would be a disaster no retry fixes.
+// database the migration is about.
 func (w *Worker) checkDatabases(ctx context.Context, reg *pb.RegisterWorkerResponse) error {
-	for _, side := range []struct {
-		uri  pguri.URI
-		want *pb.DatabaseIdentity
-	}{{w.src, reg.GetSource()}, {w.dst, reg.GetTarget()}} {
-		conn, err := side.uri.Connect(ctx, "pgcaravan-worker")
-		if err != nil {
-			return err
-		}
-		var sysID, db string
-		err = conn.QueryRow(ctx, `SELECT system_identifier::text, current_database() FROM pg_control_system()`).Scan(&sysID, &db)
-		conn.Close(context.Background())
-		if err != nil {
-			return fmt.Errorf("%s %s: read identity: %w", side.uri.Role(), side.uri, err)
-		}
-		if sysID != side.want.GetSystemIdentifier() || db != side.want.GetDatabase() {
-			return fmt.Errorf("%w: --%s %s is database %q on system %s, but migration %s copies %s database %q on system %s (fix --%s)",
-				ErrWrongDatabase, side.uri.Role(), side.uri, db, sysID, reg.GetMigrationId(), side.uri.Role(),
-				side.want.GetDatabase(), side.want.GetSystemIdentifier(), side.uri.Role())
-		}
+	if err := w.src.CheckIdentity(ctx, "pgcaravan-worker", reg.GetMigrationId(), reg.GetSource().GetSystemIdentifier(), reg.GetSource().GetDatabase()); err != nil {
+		return err
 	}
-	return nil
+	return w.dst.CheckIdentity(ctx, "pgcaravan-worker", reg.GetMigrationId(), reg.GetTarget().GetSystemIdentifier(), reg.GetTarget().GetDatabase())
 }
 
 // loop leases and runs units one at a time until the migration is finished.

@@ -24,7 +24,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/pgcaravan/pgcaravan/cdcnode"
 	"github.com/pgcaravan/pgcaravan/coordinator"
+	"github.com/pgcaravan/pgcaravan/coordinator/plan"
 	"github.com/pgcaravan/pgcaravan/coordinator/verify"
 	"github.com/pgcaravan/pgcaravan/fleet"
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
@@ -38,7 +40,11 @@ const usage = `pgcaravan moves a live PostgreSQL database to another server, spr
 Usage:
   pgcaravan clone       --source URI --target URI [--dir DIR] [--table-jobs N] [--index-jobs N] [--listen ADDR]
   pgcaravan coordinator --source URI --target URI --dir DIR [--listen ADDR]
+  pgcaravan clone       --follow ...        (live: also streams changes; ends at cutover)
   pgcaravan worker      --coordinator ADDR --source URI --target URI [--jobs N]
+  pgcaravan cdcnode     --coordinator ADDR --source URI --target URI --dir DIR
+  pgcaravan cutover     --coordinator ADDR [--endpos LSN]
+  pgcaravan cleanup     (--coordinator ADDR | --source URI --target URI --dir DIR)
   pgcaravan status      (--dir DIR | --coordinator ADDR) [--json]
   pgcaravan retry       --coordinator ADDR (UNIT_ID... | --all-failed)
   pgcaravan verify      --source URI --target URI
@@ -69,6 +75,7 @@ func run(args []string) int {
 	cmds := map[string]func(context.Context, []string) error{
 		"clone": runClone, "coordinator": runCoordinator, "worker": runWorker,
 		"status": runStatus, "verify": runVerify, "retry": runRetry,
+		"cdcnode": runCDCNode, "cutover": runCutover, "cleanup": runCleanup,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -136,6 +143,21 @@ func coordinatorFlags(fs *flag.FlagSet, cfg *coordinator.Config) {
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often workers heartbeat a lease (well under --lease-ttl)")
 	fs.IntVar(&cfg.Lease.MaxAttempts, "max-attempts", cfg.Lease.MaxAttempts, "deliveries of a unit before it is failed")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on ADDR (off when empty)")
+	fs.Func("copy-format", "auto, binary or text; auto is binary where both servers have the same major version and every column type has binary I/O (default auto)", func(v string) error {
+		switch f := plan.CopyFormat(v); f {
+		case plan.FormatAuto, plan.FormatBinary, plan.FormatText:
+			cfg.Plan.CopyFormat = f
+			return nil
+		}
+		return fmt.Errorf("want auto, binary or text, got %q", v)
+	})
+	fs.Func("split-tables-larger-than", "cut tables whose heap + TOAST size is above SIZE (e.g. 512MB, 10GB) into units of about SIZE; auto derives it from the total size and --copy-jobs, off never splits (default auto)", func(v string) error {
+		n, err := plan.ParseSplitSize(v)
+		cfg.Plan.SplitTablesLargerThan = n
+		return err
+	})
+	fs.IntVar(&cfg.Plan.SplitMaxParts, "split-max-parts", cfg.Plan.SplitMaxParts, "most units one table is cut into")
+	fs.IntVar(&cfg.Plan.CopyJobs, "copy-jobs", cfg.Plan.CopyJobs, "copy units the fleet runs at once, to derive the split size (0: 4, or --table-jobs for clone)")
 	securityFlags(fs, &cfg.Security, "server")
 }
 
@@ -182,6 +204,8 @@ func runWorker(ctx context.Context, args []string) error {
 	fs.IntVar(&jobs, "jobs", jobs, "pull loops: units run at once")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "name shown in status")
 	fs.Var(&settings, "target-setting", "NAME=VALUE set on every target session, e.g. maintenance_work_mem=1GB (repeatable)")
+	fs.Func("maintenance-work-mem", "maintenance_work_mem of target sessions, for index builds and VACUUM (e.g. 1GB)", func(v string) error { return settings.Set("maintenance_work_mem=" + v) })
+	fs.Func("max-parallel-maintenance-workers", "max_parallel_maintenance_workers of target sessions: parallel workers per index build", func(v string) error { return settings.Set("max_parallel_maintenance_workers=" + v) })
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGTERM, how long running units may take to finish before they are given back")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on ADDR (off when empty)")
 	fs.StringVar(&cfg.HealthListen, "health-listen", "", "serve the gRPC health service on ADDR (off when empty)")
@@ -201,7 +225,7 @@ func runWorker(ctx context.Context, args []string) error {
 
 func runClone(ctx context.Context, args []string) error {
 	var c common
-	cfg := fleet.Config{Coordinator: coordinator.DefaultConfig(), Worker: worker.DefaultConfig(),
+	cfg := fleet.Config{Coordinator: coordinator.DefaultConfig(), Worker: worker.DefaultConfig(), CDC: cdcnode.DefaultConfig(),
 		TableJobs: max(2, runtime.NumCPU()), IndexJobs: max(2, runtime.NumCPU())}
 	cfg.Coordinator.Listen = "127.0.0.1:0"
 	var settings settingFlags
@@ -211,6 +235,8 @@ func runClone(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.TableJobs, "table-jobs", cfg.TableJobs, "tables copied at once")
 	fs.IntVar(&cfg.IndexJobs, "index-jobs", cfg.IndexJobs, "indexes and constraints built at once")
 	fs.Var(&settings, "target-setting", "NAME=VALUE set on every target session (repeatable)")
+	fs.Func("maintenance-work-mem", "maintenance_work_mem of target sessions, for index builds and VACUUM (e.g. 1GB)", func(v string) error { return settings.Set("maintenance_work_mem=" + v) })
+	fs.Func("max-parallel-maintenance-workers", "max_parallel_maintenance_workers of target sessions: parallel workers per index build", func(v string) error { return settings.Set("max_parallel_maintenance_workers=" + v) })
 	quiet := fs.Bool("quiet", false, "no live progress")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -218,6 +244,9 @@ func runClone(ctx context.Context, args []string) error {
 	cfg.Coordinator.SourceURI, cfg.Coordinator.TargetURI = c.source, c.target
 	cfg.Worker.SourceURI, cfg.Worker.TargetURI = c.source, c.target
 	cfg.Worker.TargetSettings = settings
+	if cfg.Coordinator.Plan.CopyJobs == 0 {
+		cfg.Coordinator.Plan.CopyJobs = cfg.TableJobs
+	}
 	cfg.Worker.Security = rpcsec.Config{Token: cfg.Coordinator.Security.Token, CAFile: cfg.Coordinator.Security.CAFile,
 		CertFile: cfg.Coordinator.Security.CertFile, KeyFile: cfg.Coordinator.Security.KeyFile}
 	if cfg.Coordinator.Dir == "" {
@@ -251,6 +280,9 @@ func runClone(ctx context.Context, args []string) error {
 	cfg.OnListen = func(addr string) {
 		fmt.Fprintf(os.Stderr, "pgcaravan clone: store and logs in %s\nadmin API: grpcurl -plaintext %s pgcaravan.v1.AdminService/Status\n",
 			cfg.Coordinator.Dir, addr)
+		if cfg.Coordinator.Follow {
+			fmt.Fprintf(os.Stderr, "following changes: once the backfill is done and writes on the source have stopped, run\n  pgcaravan cutover --coordinator %s\n", addr)
+		}
 	}
 	final, err := fleet.Run(ctx, cfg, logger)
 	if final != nil {
@@ -263,6 +295,10 @@ func runClone(ctx context.Context, args []string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("%w\nlogs: %s", err, logs)
+	}
+	if cfg.Coordinator.Follow {
+		fmt.Printf("\nlive migration complete: cut over and cleaned up; status: pgcaravan status --dir %s\n", cfg.Coordinator.Dir)
+		return nil
 	}
 	fmt.Printf("\nclone complete; status: pgcaravan status --dir %s\n", cfg.Coordinator.Dir)
 	return nil
@@ -334,6 +370,94 @@ func remoteStatus(ctx context.Context, addr string, sec rpcsec.Config) (*pb.Stat
 		return nil, fmt.Errorf("coordinator %s: %w", addr, err)
 	}
 	return s, nil
+}
+
+func runCDCNode(ctx context.Context, args []string) error {
+	var c common
+	cfg := cdcnode.DefaultConfig()
+	fs := flag.NewFlagSet("cdcnode", flag.ContinueOnError)
+	c.register(fs)
+	fs.StringVar(&cfg.Coordinator, "coordinator", os.Getenv("PGCARAVAN_COORDINATOR"), "coordinator gRPC address (env PGCARAVAN_COORDINATOR)")
+	fs.StringVar(&cfg.Dir, "dir", "", "directory for the spool (size it for the WAL written during the copy)")
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "name shown in logs")
+	securityFlags(fs, &cfg.Security, "client")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.SourceURI, cfg.TargetURI = c.source, c.target
+	n, err := cdcnode.New(cfg, c.logger("cdcnode", os.Stderr))
+	if err != nil {
+		return err
+	}
+	return n.Run(ctx)
+}
+
+func runCutover(ctx context.Context, args []string) error {
+	var addr, endpos string
+	var sec rpcsec.Config
+	fs := flag.NewFlagSet("cutover", flag.ContinueOnError)
+	fs.StringVar(&addr, "coordinator", os.Getenv("PGCARAVAN_COORDINATOR"), "the running coordinator's address")
+	fs.StringVar(&endpos, "endpos", "", "apply through this LSN instead of the source's current WAL flush position")
+	securityFlags(fs, &sec, "client")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if addr == "" {
+		return usageErr("give --coordinator ADDR")
+	}
+	admin, closeConn, err := adminClient(addr, sec)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	resp, err := admin.Cutover(ctx, &pb.CutoverRequest{Endpos: endpos})
+	if err != nil {
+		return fmt.Errorf("coordinator %s: %w", addr, err)
+	}
+	report.Cutover(os.Stdout, resp)
+	return nil
+}
+
+func runCleanup(ctx context.Context, args []string) error {
+	var c common
+	var addr, dir string
+	var sec rpcsec.Config
+	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
+	c.register(fs)
+	fs.StringVar(&addr, "coordinator", os.Getenv("PGCARAVAN_COORDINATOR"), "the running coordinator's address")
+	fs.StringVar(&dir, "dir", "", "without a running coordinator: the migration's --dir (with --source and --target)")
+	securityFlags(fs, &sec, "client")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var dropped []string
+	switch {
+	case addr != "":
+		admin, closeConn, err := adminClient(addr, sec)
+		if err != nil {
+			return err
+		}
+		defer closeConn()
+		resp, err := admin.Cleanup(ctx, &pb.CleanupRequest{})
+		if err != nil {
+			return fmt.Errorf("coordinator %s: %w", addr, err)
+		}
+		dropped = resp.GetDropped()
+	case dir != "":
+		var err error
+		if dropped, err = coordinator.CleanupDir(ctx, dir, c.source, c.target); err != nil {
+			return err
+		}
+	default:
+		return usageErr("give --coordinator ADDR, or --dir DIR with --source and --target")
+	}
+	if len(dropped) == 0 {
+		fmt.Println("nothing to drop: already clean")
+	}
+	for _, d := range dropped {
+		fmt.Println("dropped", d)
+	}
+	return nil
 }
 
 func runRetry(ctx context.Context, args []string) error {

@@ -57,6 +57,8 @@ var phaseToProto = map[store.Phase]pb.Phase{
 	store.PhaseFinalize: pb.Phase_PHASE_FINALIZE,
 	store.PhaseDone:     pb.Phase_PHASE_DONE,
 	store.PhaseFailed:   pb.Phase_PHASE_FAILED,
+	store.PhaseFollow:   pb.Phase_PHASE_FOLLOW,
+	store.PhaseCutover:  pb.Phase_PHASE_CUTOVER,
 }
 
 // UnitToProto converts a planned unit.
@@ -70,6 +72,10 @@ func UnitToProto(u plan.Unit) *pb.Unit {
 		}
 		out.Copy = &pb.CopySpec{Schema: c.Schema, Table: c.Table, Columns: c.Columns, Format: format,
 			TruncateFreeze: c.TruncateFreeze, StartBlock: c.StartBlock, EndBlock: c.EndBlock}
+		if k := c.Key; k != nil {
+			out.Copy.KeyColumn, out.Copy.KeyLower, out.Copy.KeyUpper = k.Column, k.Lower, k.Upper
+			out.Copy.KeyLowerUnbounded, out.Copy.KeyUpperUnbounded = k.LowerUnbounded, k.UpperUnbounded
+		}
 	}
 	if lo := u.LargeObjects; lo != nil {
 		out.LargeObjects = &pb.LargeObjectRange{FirstOid: lo.FirstOID, LastOid: lo.LastOID, NoOwner: lo.NoOwner, NoAcl: lo.NoACL}

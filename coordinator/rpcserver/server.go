@@ -35,20 +35,23 @@ type Config struct {
 type Server struct {
 	pb.UnimplementedCoordinatorServiceServer
 	pb.UnimplementedAdminServiceServer
+	pb.UnimplementedCDCServiceServer
 
 	cfg Config
 	st  *store.Store
 	log hclog.Logger
 
-	mu       sync.RWMutex
-	broker   *lease.Broker
-	snapshot string
-	meta     *store.Meta
+	mu         sync.RWMutex
+	broker     *lease.Broker
+	snapshot   string
+	meta       *store.Meta
+	controller Controller
+	cdc        *cdcHub
 }
 
 // New returns a server over the store.
 func New(cfg Config, st *store.Store, logger hclog.Logger) *Server {
-	return &Server{cfg: cfg, st: st, log: logger.Named("rpc")}
+	return &Server{cfg: cfg, st: st, log: logger.Named("rpc"), cdc: newCDCHub()}
 }
 
 // SetMigration makes the migration's identity known, so workers can register.
@@ -91,9 +94,15 @@ func toStatus(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
+	case errors.Is(err, ErrNotFollowing):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
 }
+
+// ErrNotFollowing is returned by a Controller asked for a cutover the
+// migration is not ready for.
+var ErrNotFollowing = errors.New("rpcserver: not following")
 
 var errStarting = status.Error(codes.Unavailable, "coordinator is starting: the migration is not set up yet; retry")
 
@@ -201,7 +210,11 @@ func (s *Server) status() (*pb.StatusResponse, error) {
 	if b != nil {
 		snap = b.Snapshot()
 	}
-	return BuildStatus(meta, tables, epochs, snap, time.Now()), nil
+	resp := BuildStatus(meta, tables, epochs, snap, time.Now())
+	var warnings []string
+	resp.Cdc, warnings = s.cdcStatus(meta)
+	resp.Warnings = append(resp.Warnings, warnings...)
+	return resp, nil
 }
 
 // ListTables implements AdminService.

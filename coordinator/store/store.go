@@ -44,6 +44,10 @@ const (
 	PhaseFinalize Phase = "finalize"
 	PhaseDone     Phase = "done"
 	PhaseFailed   Phase = "failed"
+	// PhaseFollow: the backfill is complete and changes are applied.
+	PhaseFollow Phase = "follow"
+	// PhaseCutover: a cutover is applying up to its endpos.
+	PhaseCutover Phase = "cutover"
 )
 
 // Identity names one database of one cluster.
@@ -74,6 +78,30 @@ type Meta struct {
 	Skipped    []string  `json:"skipped,omitempty"`
 	// Timings are the coordinator's own steps (snapshot, dump, pre-data).
 	Timings []Timing `json:"timings,omitempty"`
+	// Follow is set for a live migration: the names of what it created on
+	// the source and target, so cleanup can drop exactly those.
+	Follow       bool     `json:"follow,omitempty"`
+	Slot         string   `json:"slot,omitempty"`
+	Publications []string `json:"publications,omitempty"`
+	Origin       string   `json:"origin,omitempty"`
+	// StartLSN is the slot's consistent point.
+	StartLSN string `json:"start_lsn,omitempty"`
+	// Endpos is the cutover's LSN once one was asked for.
+	Endpos string      `json:"endpos,omitempty"`
+	CDC    CDCProgress `json:"cdc,omitempty"`
+	// Cleaned is set once cleanup has dropped everything.
+	Cleaned bool `json:"cleaned,omitempty"`
+}
+
+// CDCProgress is the cdcnode's last report.
+type CDCProgress struct {
+	ReceivedLSN       string    `json:"received_lsn,omitempty"`
+	FlushedLSN        string    `json:"flushed_lsn,omitempty"`
+	AppliedLSN        string    `json:"applied_lsn,omitempty"`
+	SpoolBytes        int64     `json:"spool_bytes,omitempty"`
+	ChangesApplied    int64     `json:"changes_applied,omitempty"`
+	AppliedCommitTime time.Time `json:"applied_commit_time,omitempty"`
+	ReportedAt        time.Time `json:"reported_at,omitempty"`
 }
 
 // Unit is a planned unit and its runtime state.

@@ -228,3 +228,47 @@ func UnitApplication(unitID uint64, token string) string {
 	}
 	return fmt.Sprintf("pgcaravan unit %d %s", unitID, token)
 }
+
+// ErrWrongDatabase means a connection string points at another database
+// than the migration's.
+var ErrWrongDatabase = errors.New("connection string points at another database than the coordinator's")
+
+// CheckIdentity refuses a connection string that is not the migration's
+// database (system identifier and name): a process writing into the wrong
+// database would be a disaster no retry fixes.
+func (u URI) CheckIdentity(ctx context.Context, application, migrationID, systemID, database string) error {
+	conn, err := u.Connect(ctx, application)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	var gotID, gotDB string
+	err = conn.QueryRow(ctx, `SELECT system_identifier::text, current_database() FROM pg_control_system()`).Scan(&gotID, &gotDB)
+	if err != nil {
+		return fmt.Errorf("%s %s: read identity: %w", u.role, u, err)
+	}
+	if gotID != systemID || gotDB != database {
+		return fmt.Errorf("%w: --%s %s is database %q on system %s, but migration %s copies %s database %q on system %s (fix --%s)",
+			ErrWrongDatabase, u.role, u, gotDB, gotID, migrationID, u.role, database, systemID, u.role)
+	}
+	return nil
+}
+
+// ReplicationConn opens a logical replication connection (replication=database).
+func (u URI) ReplicationConn(ctx context.Context, application string) (*pgconn.PgConn, error) {
+	cfg := u.Config()
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = application
+	// Values in pgoutput's text tuples follow these settings; fixing them
+	// makes the text independent of the server's configuration.
+	for k, v := range map[string]string{"DateStyle": "ISO", "IntervalStyle": "postgres", "TimeZone": "UTC",
+		"extra_float_digits": "3", "bytea_output": "hex"} {
+		cfg.RuntimeParams[k] = v
+	}
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: open a replication connection: %s (the role needs REPLICATION, and pg_hba.conf must allow it)",
+			u.role, u, redactErr(err, u.raw))
+	}
+	return conn, nil
+}

@@ -37,6 +37,10 @@ const (
 	Phase_PHASE_DONE Phase = 4
 	// Nothing more can run: some units failed.
 	Phase_PHASE_FAILED Phase = 5
+	// The backfill is complete and the cdcnode applies changes (--follow).
+	Phase_PHASE_FOLLOW Phase = 6
+	// A cutover is applying up to its endpos.
+	Phase_PHASE_CUTOVER Phase = 7
 )
 
 // Enum value maps for Phase.
@@ -48,6 +52,8 @@ var (
 		3: "PHASE_FINALIZE",
 		4: "PHASE_DONE",
 		5: "PHASE_FAILED",
+		6: "PHASE_FOLLOW",
+		7: "PHASE_CUTOVER",
 	}
 	Phase_value = map[string]int32{
 		"PHASE_UNSPECIFIED": 0,
@@ -56,6 +62,8 @@ var (
 		"PHASE_FINALIZE":    3,
 		"PHASE_DONE":        4,
 		"PHASE_FAILED":      5,
+		"PHASE_FOLLOW":      6,
+		"PHASE_CUTOVER":     7,
 	}
 )
 
@@ -624,7 +632,9 @@ type StatusResponse struct {
 	// The exported snapshot the copy runs under, while it is held.
 	Snapshot string `protobuf:"bytes,17,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	// Warnings a person should read.
-	Warnings      []string `protobuf:"bytes,18,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Warnings []string `protobuf:"bytes,18,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// Set with --follow.
+	Cdc           *CDCStatus `protobuf:"bytes,19,opt,name=cdc,proto3" json:"cdc,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -785,6 +795,166 @@ func (x *StatusResponse) GetWarnings() []string {
 	return nil
 }
 
+func (x *StatusResponse) GetCdc() *CDCStatus {
+	if x != nil {
+		return x.Cdc
+	}
+	return nil
+}
+
+// CDCStatus is the change stream's progress.
+type CDCStatus struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SlotName    string                 `protobuf:"bytes,1,opt,name=slot_name,json=slotName,proto3" json:"slot_name,omitempty"`
+	Connected   bool                   `protobuf:"varint,2,opt,name=connected,proto3" json:"connected,omitempty"`
+	ReceivedLsn string                 `protobuf:"bytes,3,opt,name=received_lsn,json=receivedLsn,proto3" json:"received_lsn,omitempty"`
+	FlushedLsn  string                 `protobuf:"bytes,4,opt,name=flushed_lsn,json=flushedLsn,proto3" json:"flushed_lsn,omitempty"`
+	AppliedLsn  string                 `protobuf:"bytes,5,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
+	// The source's current WAL position when the status was made.
+	SourceLsn string `protobuf:"bytes,6,opt,name=source_lsn,json=sourceLsn,proto3" json:"source_lsn,omitempty"`
+	LagBytes  int64  `protobuf:"varint,7,opt,name=lag_bytes,json=lagBytes,proto3" json:"lag_bytes,omitempty"`
+	// Seconds since the commit of the last applied transaction, while changes
+	// are pending; 0 when caught up.
+	LagSeconds float64 `protobuf:"fixed64,8,opt,name=lag_seconds,json=lagSeconds,proto3" json:"lag_seconds,omitempty"`
+	SpoolBytes int64   `protobuf:"varint,9,opt,name=spool_bytes,json=spoolBytes,proto3" json:"spool_bytes,omitempty"`
+	// Changes applied per second, over the last reports.
+	ApplyRate      float64 `protobuf:"fixed64,10,opt,name=apply_rate,json=applyRate,proto3" json:"apply_rate,omitempty"`
+	ChangesApplied int64   `protobuf:"varint,11,opt,name=changes_applied,json=changesApplied,proto3" json:"changes_applied,omitempty"`
+	DiskFull       bool    `protobuf:"varint,12,opt,name=disk_full,json=diskFull,proto3" json:"disk_full,omitempty"`
+	Error          string  `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
+	Endpos         string  `protobuf:"bytes,14,opt,name=endpos,proto3" json:"endpos,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CDCStatus) Reset() {
+	*x = CDCStatus{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CDCStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CDCStatus) ProtoMessage() {}
+
+func (x *CDCStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CDCStatus.ProtoReflect.Descriptor instead.
+func (*CDCStatus) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CDCStatus) GetSlotName() string {
+	if x != nil {
+		return x.SlotName
+	}
+	return ""
+}
+
+func (x *CDCStatus) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *CDCStatus) GetReceivedLsn() string {
+	if x != nil {
+		return x.ReceivedLsn
+	}
+	return ""
+}
+
+func (x *CDCStatus) GetFlushedLsn() string {
+	if x != nil {
+		return x.FlushedLsn
+	}
+	return ""
+}
+
+func (x *CDCStatus) GetAppliedLsn() string {
+	if x != nil {
+		return x.AppliedLsn
+	}
+	return ""
+}
+
+func (x *CDCStatus) GetSourceLsn() string {
+	if x != nil {
+		return x.SourceLsn
+	}
+	return ""
+}
+
+func (x *CDCStatus) GetLagBytes() int64 {
+	if x != nil {
+		return x.LagBytes
+	}
+	return 0
+}
+
+func (x *CDCStatus) GetLagSeconds() float64 {
+	if x != nil {
+		return x.LagSeconds
+	}
+	return 0
+}
+
+func (x *CDCStatus) GetSpoolBytes() int64 {
+	if x != nil {
+		return x.SpoolBytes
+	}
+	return 0
+}
+
+func (x *CDCStatus) GetApplyRate() float64 {
+	if x != nil {
+		return x.ApplyRate
+	}
+	return 0
+}
+
+func (x *CDCStatus) GetChangesApplied() int64 {
+	if x != nil {
+		return x.ChangesApplied
+	}
+	return 0
+}
+
+func (x *CDCStatus) GetDiskFull() bool {
+	if x != nil {
+		return x.DiskFull
+	}
+	return false
+}
+
+func (x *CDCStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *CDCStatus) GetEndpos() string {
+	if x != nil {
+		return x.Endpos
+	}
+	return ""
+}
+
 type ListTablesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -793,7 +963,7 @@ type ListTablesRequest struct {
 
 func (x *ListTablesRequest) Reset() {
 	*x = ListTablesRequest{}
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[7]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +975,7 @@ func (x *ListTablesRequest) String() string {
 func (*ListTablesRequest) ProtoMessage() {}
 
 func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[7]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +988,7 @@ func (x *ListTablesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesRequest.ProtoReflect.Descriptor instead.
 func (*ListTablesRequest) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 type ListTablesResponse struct {
@@ -830,7 +1000,7 @@ type ListTablesResponse struct {
 
 func (x *ListTablesResponse) Reset() {
 	*x = ListTablesResponse{}
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[8]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +1012,7 @@ func (x *ListTablesResponse) String() string {
 func (*ListTablesResponse) ProtoMessage() {}
 
 func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[8]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +1025,7 @@ func (x *ListTablesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTablesResponse.ProtoReflect.Descriptor instead.
 func (*ListTablesResponse) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListTablesResponse) GetTables() []*TableStatus {
@@ -877,7 +1047,7 @@ type ListUnitsRequest struct {
 
 func (x *ListUnitsRequest) Reset() {
 	*x = ListUnitsRequest{}
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[9]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1059,7 @@ func (x *ListUnitsRequest) String() string {
 func (*ListUnitsRequest) ProtoMessage() {}
 
 func (x *ListUnitsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[9]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1072,7 @@ func (x *ListUnitsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUnitsRequest.ProtoReflect.Descriptor instead.
 func (*ListUnitsRequest) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListUnitsRequest) GetState() UnitState {
@@ -937,7 +1107,7 @@ type UnitInfo struct {
 
 func (x *UnitInfo) Reset() {
 	*x = UnitInfo{}
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[10]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1119,7 @@ func (x *UnitInfo) String() string {
 func (*UnitInfo) ProtoMessage() {}
 
 func (x *UnitInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[10]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1132,7 @@ func (x *UnitInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnitInfo.ProtoReflect.Descriptor instead.
 func (*UnitInfo) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UnitInfo) GetUnit() *Unit {
@@ -1044,7 +1214,7 @@ type ListUnitsResponse struct {
 
 func (x *ListUnitsResponse) Reset() {
 	*x = ListUnitsResponse{}
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[11]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1226,7 @@ func (x *ListUnitsResponse) String() string {
 func (*ListUnitsResponse) ProtoMessage() {}
 
 func (x *ListUnitsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[11]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1239,7 @@ func (x *ListUnitsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUnitsResponse.ProtoReflect.Descriptor instead.
 func (*ListUnitsResponse) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListUnitsResponse) GetUnits() []*UnitInfo {
@@ -1087,7 +1257,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[12]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1269,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[12]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1282,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 type PauseResponse struct {
@@ -1123,7 +1293,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[13]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1305,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[13]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1318,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 type ResumeRequest struct {
@@ -1159,7 +1329,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[14]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1341,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[14]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1354,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type ResumeResponse struct {
@@ -1195,7 +1365,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[15]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1377,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[15]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1390,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type RetryUnitRequest struct {
@@ -1235,7 +1405,7 @@ type RetryUnitRequest struct {
 
 func (x *RetryUnitRequest) Reset() {
 	*x = RetryUnitRequest{}
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[16]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1417,7 @@ func (x *RetryUnitRequest) String() string {
 func (*RetryUnitRequest) ProtoMessage() {}
 
 func (x *RetryUnitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[16]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1430,7 @@ func (x *RetryUnitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryUnitRequest.ProtoReflect.Descriptor instead.
 func (*RetryUnitRequest) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RetryUnitRequest) GetUnitIds() []uint64 {
@@ -1287,7 +1457,7 @@ type RetryUnitResponse struct {
 
 func (x *RetryUnitResponse) Reset() {
 	*x = RetryUnitResponse{}
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[17]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1469,7 @@ func (x *RetryUnitResponse) String() string {
 func (*RetryUnitResponse) ProtoMessage() {}
 
 func (x *RetryUnitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_admin_proto_msgTypes[17]
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,12 +1482,214 @@ func (x *RetryUnitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryUnitResponse.ProtoReflect.Descriptor instead.
 func (*RetryUnitResponse) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RetryUnitResponse) GetUnitIds() []uint64 {
 	if x != nil {
 		return x.UnitIds
+	}
+	return nil
+}
+
+type CutoverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Apply through this LSN instead of the source's current WAL flush LSN.
+	Endpos        string `protobuf:"bytes,1,opt,name=endpos,proto3" json:"endpos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CutoverRequest) Reset() {
+	*x = CutoverRequest{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CutoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CutoverRequest) ProtoMessage() {}
+
+func (x *CutoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CutoverRequest.ProtoReflect.Descriptor instead.
+func (*CutoverRequest) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CutoverRequest) GetEndpos() string {
+	if x != nil {
+		return x.Endpos
+	}
+	return ""
+}
+
+type CutoverResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Endpos         string                 `protobuf:"bytes,1,opt,name=endpos,proto3" json:"endpos,omitempty"`
+	AppliedLsn     string                 `protobuf:"bytes,2,opt,name=applied_lsn,json=appliedLsn,proto3" json:"applied_lsn,omitempty"`
+	Millis         int64                  `protobuf:"varint,3,opt,name=millis,proto3" json:"millis,omitempty"`
+	ChangesApplied int64                  `protobuf:"varint,4,opt,name=changes_applied,json=changesApplied,proto3" json:"changes_applied,omitempty"`
+	SequencesSet   int64                  `protobuf:"varint,5,opt,name=sequences_set,json=sequencesSet,proto3" json:"sequences_set,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CutoverResponse) Reset() {
+	*x = CutoverResponse{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CutoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CutoverResponse) ProtoMessage() {}
+
+func (x *CutoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CutoverResponse.ProtoReflect.Descriptor instead.
+func (*CutoverResponse) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CutoverResponse) GetEndpos() string {
+	if x != nil {
+		return x.Endpos
+	}
+	return ""
+}
+
+func (x *CutoverResponse) GetAppliedLsn() string {
+	if x != nil {
+		return x.AppliedLsn
+	}
+	return ""
+}
+
+func (x *CutoverResponse) GetMillis() int64 {
+	if x != nil {
+		return x.Millis
+	}
+	return 0
+}
+
+func (x *CutoverResponse) GetChangesApplied() int64 {
+	if x != nil {
+		return x.ChangesApplied
+	}
+	return 0
+}
+
+func (x *CutoverResponse) GetSequencesSet() int64 {
+	if x != nil {
+		return x.SequencesSet
+	}
+	return 0
+}
+
+type CleanupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CleanupRequest) Reset() {
+	*x = CleanupRequest{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CleanupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CleanupRequest) ProtoMessage() {}
+
+func (x *CleanupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CleanupRequest.ProtoReflect.Descriptor instead.
+func (*CleanupRequest) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+type CleanupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What was dropped, e.g. "slot pgcaravan_ab12".
+	Dropped       []string `protobuf:"bytes,1,rep,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CleanupResponse) Reset() {
+	*x = CleanupResponse{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CleanupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CleanupResponse) ProtoMessage() {}
+
+func (x *CleanupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CleanupResponse.ProtoReflect.Descriptor instead.
+func (*CleanupResponse) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CleanupResponse) GetDropped() []string {
+	if x != nil {
+		return x.Dropped
 	}
 	return nil
 }
@@ -1366,7 +1738,7 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\battempts\x18\x06 \x01(\x05R\battempts\"9\n" +
 	"\vPhaseTiming\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06millis\x18\x02 \x01(\x03R\x06millis\"\xc1\x06\n" +
+	"\x06millis\x18\x02 \x01(\x03R\x06millis\"\xec\x06\n" +
 	"\x0eStatusResponse\x12!\n" +
 	"\fmigration_id\x18\x01 \x01(\tR\vmigrationId\x12)\n" +
 	"\x05phase\x18\x02 \x01(\x0e2\x13.pgcaravan.v1.PhaseR\x05phase\x12\x16\n" +
@@ -1389,7 +1761,30 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\ffailed_units\x18\x0f \x03(\v2\x18.pgcaravan.v1.FailedUnitR\vfailedUnits\x123\n" +
 	"\atimings\x18\x10 \x03(\v2\x19.pgcaravan.v1.PhaseTimingR\atimings\x12\x1a\n" +
 	"\bsnapshot\x18\x11 \x01(\tR\bsnapshot\x12\x1a\n" +
-	"\bwarnings\x18\x12 \x03(\tR\bwarnings\"\x13\n" +
+	"\bwarnings\x18\x12 \x03(\tR\bwarnings\x12)\n" +
+	"\x03cdc\x18\x13 \x01(\v2\x17.pgcaravan.v1.CDCStatusR\x03cdc\"\xbc\x03\n" +
+	"\tCDCStatus\x12\x1b\n" +
+	"\tslot_name\x18\x01 \x01(\tR\bslotName\x12\x1c\n" +
+	"\tconnected\x18\x02 \x01(\bR\tconnected\x12!\n" +
+	"\freceived_lsn\x18\x03 \x01(\tR\vreceivedLsn\x12\x1f\n" +
+	"\vflushed_lsn\x18\x04 \x01(\tR\n" +
+	"flushedLsn\x12\x1f\n" +
+	"\vapplied_lsn\x18\x05 \x01(\tR\n" +
+	"appliedLsn\x12\x1d\n" +
+	"\n" +
+	"source_lsn\x18\x06 \x01(\tR\tsourceLsn\x12\x1b\n" +
+	"\tlag_bytes\x18\a \x01(\x03R\blagBytes\x12\x1f\n" +
+	"\vlag_seconds\x18\b \x01(\x01R\n" +
+	"lagSeconds\x12\x1f\n" +
+	"\vspool_bytes\x18\t \x01(\x03R\n" +
+	"spoolBytes\x12\x1d\n" +
+	"\n" +
+	"apply_rate\x18\n" +
+	" \x01(\x01R\tapplyRate\x12'\n" +
+	"\x0fchanges_applied\x18\v \x01(\x03R\x0echangesApplied\x12\x1b\n" +
+	"\tdisk_full\x18\f \x01(\bR\bdiskFull\x12\x14\n" +
+	"\x05error\x18\r \x01(\tR\x05error\x12\x16\n" +
+	"\x06endpos\x18\x0e \x01(\tR\x06endpos\"\x13\n" +
 	"\x11ListTablesRequest\"G\n" +
 	"\x12ListTablesResponse\x121\n" +
 	"\x06tables\x18\x01 \x03(\v2\x19.pgcaravan.v1.TableStatusR\x06tables\"W\n" +
@@ -1423,7 +1818,19 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"all_failed\x18\x02 \x01(\bR\tallFailed\".\n" +
 	"\x11RetryUnitResponse\x12\x19\n" +
-	"\bunit_ids\x18\x01 \x03(\x04R\aunitIds*v\n" +
+	"\bunit_ids\x18\x01 \x03(\x04R\aunitIds\"(\n" +
+	"\x0eCutoverRequest\x12\x16\n" +
+	"\x06endpos\x18\x01 \x01(\tR\x06endpos\"\xb0\x01\n" +
+	"\x0fCutoverResponse\x12\x16\n" +
+	"\x06endpos\x18\x01 \x01(\tR\x06endpos\x12\x1f\n" +
+	"\vapplied_lsn\x18\x02 \x01(\tR\n" +
+	"appliedLsn\x12\x16\n" +
+	"\x06millis\x18\x03 \x01(\x03R\x06millis\x12'\n" +
+	"\x0fchanges_applied\x18\x04 \x01(\x03R\x0echangesApplied\x12#\n" +
+	"\rsequences_set\x18\x05 \x01(\x03R\fsequencesSet\"\x10\n" +
+	"\x0eCleanupRequest\"+\n" +
+	"\x0fCleanupResponse\x12\x18\n" +
+	"\adropped\x18\x01 \x03(\tR\adropped*\x9b\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPHASE_SCHEMA\x10\x01\x12\x0e\n" +
@@ -1432,7 +1839,9 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\x0ePHASE_FINALIZE\x10\x03\x12\x0e\n" +
 	"\n" +
 	"PHASE_DONE\x10\x04\x12\x10\n" +
-	"\fPHASE_FAILED\x10\x05*\xa3\x01\n" +
+	"\fPHASE_FAILED\x10\x05\x12\x10\n" +
+	"\fPHASE_FOLLOW\x10\x06\x12\x11\n" +
+	"\rPHASE_CUTOVER\x10\a*\xa3\x01\n" +
 	"\n" +
 	"TableState\x12\x1b\n" +
 	"\x17TABLE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -1440,7 +1849,7 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\x13TABLE_STATE_COPYING\x10\x02\x12\x18\n" +
 	"\x14TABLE_STATE_INDEXING\x10\x03\x12\x14\n" +
 	"\x10TABLE_STATE_DONE\x10\x04\x12\x16\n" +
-	"\x12TABLE_STATE_FAILED\x10\x052\xc7\x03\n" +
+	"\x12TABLE_STATE_FAILED\x10\x052\xd7\x04\n" +
 	"\fAdminService\x12C\n" +
 	"\x06Status\x12\x1b.pgcaravan.v1.StatusRequest\x1a\x1c.pgcaravan.v1.StatusResponse\x12O\n" +
 	"\n" +
@@ -1448,7 +1857,9 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\tListUnits\x12\x1e.pgcaravan.v1.ListUnitsRequest\x1a\x1f.pgcaravan.v1.ListUnitsResponse\x12@\n" +
 	"\x05Pause\x12\x1a.pgcaravan.v1.PauseRequest\x1a\x1b.pgcaravan.v1.PauseResponse\x12C\n" +
 	"\x06Resume\x12\x1b.pgcaravan.v1.ResumeRequest\x1a\x1c.pgcaravan.v1.ResumeResponse\x12L\n" +
-	"\tRetryUnit\x12\x1e.pgcaravan.v1.RetryUnitRequest\x1a\x1f.pgcaravan.v1.RetryUnitResponseB?Z=github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1;pgcaravanv1b\x06proto3"
+	"\tRetryUnit\x12\x1e.pgcaravan.v1.RetryUnitRequest\x1a\x1f.pgcaravan.v1.RetryUnitResponse\x12F\n" +
+	"\aCutover\x12\x1c.pgcaravan.v1.CutoverRequest\x1a\x1d.pgcaravan.v1.CutoverResponse\x12F\n" +
+	"\aCleanup\x12\x1c.pgcaravan.v1.CleanupRequest\x1a\x1d.pgcaravan.v1.CleanupResponseB?Z=github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1;pgcaravanv1b\x06proto3"
 
 var (
 	file_pgcaravan_v1_admin_proto_rawDescOnce sync.Once
@@ -1463,7 +1874,7 @@ func file_pgcaravan_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_pgcaravan_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pgcaravan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_pgcaravan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_pgcaravan_v1_admin_proto_goTypes = []any{
 	(Phase)(0),                    // 0: pgcaravan.v1.Phase
 	(TableState)(0),               // 1: pgcaravan.v1.TableState
@@ -1474,63 +1885,73 @@ var file_pgcaravan_v1_admin_proto_goTypes = []any{
 	(*FailedUnit)(nil),            // 6: pgcaravan.v1.FailedUnit
 	(*PhaseTiming)(nil),           // 7: pgcaravan.v1.PhaseTiming
 	(*StatusResponse)(nil),        // 8: pgcaravan.v1.StatusResponse
-	(*ListTablesRequest)(nil),     // 9: pgcaravan.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),    // 10: pgcaravan.v1.ListTablesResponse
-	(*ListUnitsRequest)(nil),      // 11: pgcaravan.v1.ListUnitsRequest
-	(*UnitInfo)(nil),              // 12: pgcaravan.v1.UnitInfo
-	(*ListUnitsResponse)(nil),     // 13: pgcaravan.v1.ListUnitsResponse
-	(*PauseRequest)(nil),          // 14: pgcaravan.v1.PauseRequest
-	(*PauseResponse)(nil),         // 15: pgcaravan.v1.PauseResponse
-	(*ResumeRequest)(nil),         // 16: pgcaravan.v1.ResumeRequest
-	(*ResumeResponse)(nil),        // 17: pgcaravan.v1.ResumeResponse
-	(*RetryUnitRequest)(nil),      // 18: pgcaravan.v1.RetryUnitRequest
-	(*RetryUnitResponse)(nil),     // 19: pgcaravan.v1.RetryUnitResponse
-	(UnitState)(0),                // 20: pgcaravan.v1.UnitState
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(UnitKind)(0),                 // 22: pgcaravan.v1.UnitKind
-	(*DatabaseIdentity)(nil),      // 23: pgcaravan.v1.DatabaseIdentity
-	(*Unit)(nil),                  // 24: pgcaravan.v1.Unit
+	(*CDCStatus)(nil),             // 9: pgcaravan.v1.CDCStatus
+	(*ListTablesRequest)(nil),     // 10: pgcaravan.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),    // 11: pgcaravan.v1.ListTablesResponse
+	(*ListUnitsRequest)(nil),      // 12: pgcaravan.v1.ListUnitsRequest
+	(*UnitInfo)(nil),              // 13: pgcaravan.v1.UnitInfo
+	(*ListUnitsResponse)(nil),     // 14: pgcaravan.v1.ListUnitsResponse
+	(*PauseRequest)(nil),          // 15: pgcaravan.v1.PauseRequest
+	(*PauseResponse)(nil),         // 16: pgcaravan.v1.PauseResponse
+	(*ResumeRequest)(nil),         // 17: pgcaravan.v1.ResumeRequest
+	(*ResumeResponse)(nil),        // 18: pgcaravan.v1.ResumeResponse
+	(*RetryUnitRequest)(nil),      // 19: pgcaravan.v1.RetryUnitRequest
+	(*RetryUnitResponse)(nil),     // 20: pgcaravan.v1.RetryUnitResponse
+	(*CutoverRequest)(nil),        // 21: pgcaravan.v1.CutoverRequest
+	(*CutoverResponse)(nil),       // 22: pgcaravan.v1.CutoverResponse
+	(*CleanupRequest)(nil),        // 23: pgcaravan.v1.CleanupRequest
+	(*CleanupResponse)(nil),       // 24: pgcaravan.v1.CleanupResponse
+	(UnitState)(0),                // 25: pgcaravan.v1.UnitState
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(UnitKind)(0),                 // 27: pgcaravan.v1.UnitKind
+	(*DatabaseIdentity)(nil),      // 28: pgcaravan.v1.DatabaseIdentity
+	(*Unit)(nil),                  // 29: pgcaravan.v1.Unit
 }
 var file_pgcaravan_v1_admin_proto_depIdxs = []int32{
-	20, // 0: pgcaravan.v1.UnitStateCount.state:type_name -> pgcaravan.v1.UnitState
-	21, // 1: pgcaravan.v1.WorkerInfo.last_seen:type_name -> google.protobuf.Timestamp
+	25, // 0: pgcaravan.v1.UnitStateCount.state:type_name -> pgcaravan.v1.UnitState
+	26, // 1: pgcaravan.v1.WorkerInfo.last_seen:type_name -> google.protobuf.Timestamp
 	1,  // 2: pgcaravan.v1.TableStatus.state:type_name -> pgcaravan.v1.TableState
-	21, // 3: pgcaravan.v1.TableStatus.copy_started_at:type_name -> google.protobuf.Timestamp
-	22, // 4: pgcaravan.v1.FailedUnit.kind:type_name -> pgcaravan.v1.UnitKind
+	26, // 3: pgcaravan.v1.TableStatus.copy_started_at:type_name -> google.protobuf.Timestamp
+	27, // 4: pgcaravan.v1.FailedUnit.kind:type_name -> pgcaravan.v1.UnitKind
 	0,  // 5: pgcaravan.v1.StatusResponse.phase:type_name -> pgcaravan.v1.Phase
-	23, // 6: pgcaravan.v1.StatusResponse.source:type_name -> pgcaravan.v1.DatabaseIdentity
-	23, // 7: pgcaravan.v1.StatusResponse.target:type_name -> pgcaravan.v1.DatabaseIdentity
-	21, // 8: pgcaravan.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	21, // 9: pgcaravan.v1.StatusResponse.finished_at:type_name -> google.protobuf.Timestamp
+	28, // 6: pgcaravan.v1.StatusResponse.source:type_name -> pgcaravan.v1.DatabaseIdentity
+	28, // 7: pgcaravan.v1.StatusResponse.target:type_name -> pgcaravan.v1.DatabaseIdentity
+	26, // 8: pgcaravan.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	26, // 9: pgcaravan.v1.StatusResponse.finished_at:type_name -> google.protobuf.Timestamp
 	3,  // 10: pgcaravan.v1.StatusResponse.units:type_name -> pgcaravan.v1.UnitStateCount
 	4,  // 11: pgcaravan.v1.StatusResponse.workers:type_name -> pgcaravan.v1.WorkerInfo
 	5,  // 12: pgcaravan.v1.StatusResponse.tables:type_name -> pgcaravan.v1.TableStatus
 	6,  // 13: pgcaravan.v1.StatusResponse.failed_units:type_name -> pgcaravan.v1.FailedUnit
 	7,  // 14: pgcaravan.v1.StatusResponse.timings:type_name -> pgcaravan.v1.PhaseTiming
-	5,  // 15: pgcaravan.v1.ListTablesResponse.tables:type_name -> pgcaravan.v1.TableStatus
-	20, // 16: pgcaravan.v1.ListUnitsRequest.state:type_name -> pgcaravan.v1.UnitState
-	24, // 17: pgcaravan.v1.UnitInfo.unit:type_name -> pgcaravan.v1.Unit
-	20, // 18: pgcaravan.v1.UnitInfo.state:type_name -> pgcaravan.v1.UnitState
-	21, // 19: pgcaravan.v1.UnitInfo.started_at:type_name -> google.protobuf.Timestamp
-	21, // 20: pgcaravan.v1.UnitInfo.finished_at:type_name -> google.protobuf.Timestamp
-	12, // 21: pgcaravan.v1.ListUnitsResponse.units:type_name -> pgcaravan.v1.UnitInfo
-	2,  // 22: pgcaravan.v1.AdminService.Status:input_type -> pgcaravan.v1.StatusRequest
-	9,  // 23: pgcaravan.v1.AdminService.ListTables:input_type -> pgcaravan.v1.ListTablesRequest
-	11, // 24: pgcaravan.v1.AdminService.ListUnits:input_type -> pgcaravan.v1.ListUnitsRequest
-	14, // 25: pgcaravan.v1.AdminService.Pause:input_type -> pgcaravan.v1.PauseRequest
-	16, // 26: pgcaravan.v1.AdminService.Resume:input_type -> pgcaravan.v1.ResumeRequest
-	18, // 27: pgcaravan.v1.AdminService.RetryUnit:input_type -> pgcaravan.v1.RetryUnitRequest
-	8,  // 28: pgcaravan.v1.AdminService.Status:output_type -> pgcaravan.v1.StatusResponse
-	10, // 29: pgcaravan.v1.AdminService.ListTables:output_type -> pgcaravan.v1.ListTablesResponse
-	13, // 30: pgcaravan.v1.AdminService.ListUnits:output_type -> pgcaravan.v1.ListUnitsResponse
-	15, // 31: pgcaravan.v1.AdminService.Pause:output_type -> pgcaravan.v1.PauseResponse
-	17, // 32: pgcaravan.v1.AdminService.Resume:output_type -> pgcaravan.v1.ResumeResponse
-	19, // 33: pgcaravan.v1.AdminService.RetryUnit:output_type -> pgcaravan.v1.RetryUnitResponse
-	28, // [28:34] is the sub-list for method output_type
-	22, // [22:28] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	9,  // 15: pgcaravan.v1.StatusResponse.cdc:type_name -> pgcaravan.v1.CDCStatus
+	5,  // 16: pgcaravan.v1.ListTablesResponse.tables:type_name -> pgcaravan.v1.TableStatus
+	25, // 17: pgcaravan.v1.ListUnitsRequest.state:type_name -> pgcaravan.v1.UnitState
+	29, // 18: pgcaravan.v1.UnitInfo.unit:type_name -> pgcaravan.v1.Unit
+	25, // 19: pgcaravan.v1.UnitInfo.state:type_name -> pgcaravan.v1.UnitState
+	26, // 20: pgcaravan.v1.UnitInfo.started_at:type_name -> google.protobuf.Timestamp
+	26, // 21: pgcaravan.v1.UnitInfo.finished_at:type_name -> google.protobuf.Timestamp
+	13, // 22: pgcaravan.v1.ListUnitsResponse.units:type_name -> pgcaravan.v1.UnitInfo
+	2,  // 23: pgcaravan.v1.AdminService.Status:input_type -> pgcaravan.v1.StatusRequest
+	10, // 24: pgcaravan.v1.AdminService.ListTables:input_type -> pgcaravan.v1.ListTablesRequest
+	12, // 25: pgcaravan.v1.AdminService.ListUnits:input_type -> pgcaravan.v1.ListUnitsRequest
+	15, // 26: pgcaravan.v1.AdminService.Pause:input_type -> pgcaravan.v1.PauseRequest
+	17, // 27: pgcaravan.v1.AdminService.Resume:input_type -> pgcaravan.v1.ResumeRequest
+	19, // 28: pgcaravan.v1.AdminService.RetryUnit:input_type -> pgcaravan.v1.RetryUnitRequest
+	21, // 29: pgcaravan.v1.AdminService.Cutover:input_type -> pgcaravan.v1.CutoverRequest
+	23, // 30: pgcaravan.v1.AdminService.Cleanup:input_type -> pgcaravan.v1.CleanupRequest
+	8,  // 31: pgcaravan.v1.AdminService.Status:output_type -> pgcaravan.v1.StatusResponse
+	11, // 32: pgcaravan.v1.AdminService.ListTables:output_type -> pgcaravan.v1.ListTablesResponse
+	14, // 33: pgcaravan.v1.AdminService.ListUnits:output_type -> pgcaravan.v1.ListUnitsResponse
+	16, // 34: pgcaravan.v1.AdminService.Pause:output_type -> pgcaravan.v1.PauseResponse
+	18, // 35: pgcaravan.v1.AdminService.Resume:output_type -> pgcaravan.v1.ResumeResponse
+	20, // 36: pgcaravan.v1.AdminService.RetryUnit:output_type -> pgcaravan.v1.RetryUnitResponse
+	22, // 37: pgcaravan.v1.AdminService.Cutover:output_type -> pgcaravan.v1.CutoverResponse
+	24, // 38: pgcaravan.v1.AdminService.Cleanup:output_type -> pgcaravan.v1.CleanupResponse
+	31, // [31:39] is the sub-list for method output_type
+	23, // [23:31] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_pgcaravan_v1_admin_proto_init() }
@@ -1546,7 +1967,7 @@ func file_pgcaravan_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgcaravan_v1_admin_proto_rawDesc), len(file_pgcaravan_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

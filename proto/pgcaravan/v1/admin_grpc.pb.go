@@ -25,6 +25,8 @@ const (
 	AdminService_Pause_FullMethodName      = "/pgcaravan.v1.AdminService/Pause"
 	AdminService_Resume_FullMethodName     = "/pgcaravan.v1.AdminService/Resume"
 	AdminService_RetryUnit_FullMethodName  = "/pgcaravan.v1.AdminService/RetryUnit"
+	AdminService_Cutover_FullMethodName    = "/pgcaravan.v1.AdminService/Cutover"
+	AdminService_Cleanup_FullMethodName    = "/pgcaravan.v1.AdminService/Cleanup"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -45,6 +47,13 @@ type AdminServiceClient interface {
 	Resume(ctx context.Context, in *ResumeRequest, opts ...grpc.CallOption) (*ResumeResponse, error)
 	// RetryUnit requeues failed units with a fresh delivery count.
 	RetryUnit(ctx context.Context, in *RetryUnitRequest, opts ...grpc.CallOption) (*RetryUnitResponse, error)
+	// Cutover waits until every change up to endpos (the source's current
+	// WAL flush LSN unless given) is applied, sets the sequences from the
+	// source, and returns a summary. Stop writes on the source first.
+	Cutover(ctx context.Context, in *CutoverRequest, opts ...grpc.CallOption) (*CutoverResponse, error)
+	// Cleanup drops the slot, the publications, the replication origin and
+	// the target's pgcaravan schema. It is idempotent.
+	Cleanup(ctx context.Context, in *CleanupRequest, opts ...grpc.CallOption) (*CleanupResponse, error)
 }
 
 type adminServiceClient struct {
@@ -115,6 +124,26 @@ func (c *adminServiceClient) RetryUnit(ctx context.Context, in *RetryUnitRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) Cutover(ctx context.Context, in *CutoverRequest, opts ...grpc.CallOption) (*CutoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CutoverResponse)
+	err := c.cc.Invoke(ctx, AdminService_Cutover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) Cleanup(ctx context.Context, in *CleanupRequest, opts ...grpc.CallOption) (*CleanupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CleanupResponse)
+	err := c.cc.Invoke(ctx, AdminService_Cleanup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -133,6 +162,13 @@ type AdminServiceServer interface {
 	Resume(context.Context, *ResumeRequest) (*ResumeResponse, error)
 	// RetryUnit requeues failed units with a fresh delivery count.
 	RetryUnit(context.Context, *RetryUnitRequest) (*RetryUnitResponse, error)
+	// Cutover waits until every change up to endpos (the source's current
+	// WAL flush LSN unless given) is applied, sets the sequences from the
+	// source, and returns a summary. Stop writes on the source first.
+	Cutover(context.Context, *CutoverRequest) (*CutoverResponse, error)
+	// Cleanup drops the slot, the publications, the replication origin and
+	// the target's pgcaravan schema. It is idempotent.
+	Cleanup(context.Context, *CleanupRequest) (*CleanupResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -160,6 +196,12 @@ func (UnimplementedAdminServiceServer) Resume(context.Context, *ResumeRequest) (
 }
 func (UnimplementedAdminServiceServer) RetryUnit(context.Context, *RetryUnitRequest) (*RetryUnitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RetryUnit not implemented")
+}
+func (UnimplementedAdminServiceServer) Cutover(context.Context, *CutoverRequest) (*CutoverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Cutover not implemented")
+}
+func (UnimplementedAdminServiceServer) Cleanup(context.Context, *CleanupRequest) (*CleanupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Cleanup not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -290,6 +332,42 @@ func _AdminService_RetryUnit_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Cutover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CutoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Cutover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Cutover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Cutover(ctx, req.(*CutoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_Cleanup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CleanupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Cleanup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Cleanup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Cleanup(ctx, req.(*CleanupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -320,6 +398,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RetryUnit",
 			Handler:    _AdminService_RetryUnit_Handler,
+		},
+		{
+			MethodName: "Cutover",
+			Handler:    _AdminService_Cutover_Handler,
+		},
+		{
+			MethodName: "Cleanup",
+			Handler:    _AdminService_Cleanup_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

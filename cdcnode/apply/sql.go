@@ -1,0 +1,152 @@
+package apply
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// Values in pgoutput tuples: 'n' NULL, 'u' unchanged TOAST (not sent), 't'
+// text.
+const (
+	valNull      = 'n'
+	valUnchanged = 'u'
+)
+
+// insertSQL is a multi-row INSERT of rows rows.
+func insertSQL(r *relation, rows int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(r.qualified)
+	b.WriteString(" (")
+	for i, c := range r.columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c.quote)
+	}
+	b.WriteString(")")
+	if r.anyAlways {
+		b.WriteString(" OVERRIDING SYSTEM VALUE")
+	}
+	b.WriteString(" VALUES ")
+	n := 1
+	for row := 0; row < rows; row++ {
+		if row > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for i := range r.columns {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			n++
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// match is how a row is found: by its key columns, or (REPLICA IDENTITY
+// FULL) by every old column, one row only, since duplicates may exist.
+type match struct {
+	cols   []int  // column indexes compared
+	isNull []bool // per cols: compared with IS NULL (no parameter)
+	full   bool
+}
+
+// matchFrom builds the match of a change from its old tuple (or, without
+// one, the new tuple's key columns).
+func matchFrom(r *relation, old *pglogrepl.TupleData, full bool) (match, [][]byte, error) {
+	var m match
+	var params [][]byte
+	m.full = full
+	for i, c := range r.columns {
+		if !full && !c.key {
+			continue
+		}
+		if old == nil || i >= len(old.Columns) {
+			return m, nil, fmt.Errorf("change to %s carries no value for key column %s", r.qualified, c.name)
+		}
+		v := old.Columns[i]
+		switch v.DataType {
+		case valUnchanged:
+			continue // an unchanged TOAST value of a FULL identity: not compared
+		case valNull:
+			m.cols = append(m.cols, i)
+			m.isNull = append(m.isNull, true)
+		default:
+			m.cols = append(m.cols, i)
+			m.isNull = append(m.isNull, false)
+			params = append(params, v.Data)
+		}
+	}
+	if len(m.cols) == 0 {
+		return m, nil, fmt.Errorf("change to %s has no replica identity to find the row by", r.qualified)
+	}
+	return m, params, nil
+}
+
+// where writes the WHERE clause, numbering parameters from first.
+func (m match) where(r *relation, first int) string {
+	var conds []string
+	n := first
+	for j, i := range m.cols {
+		c := r.columns[i]
+		switch {
+		case m.isNull[j]:
+			conds = append(conds, c.quote+" IS NULL")
+		case c.noEquality:
+			conds = append(conds, fmt.Sprintf("%s::text = $%d", c.quote, n))
+			n++
+		default:
+			conds = append(conds, fmt.Sprintf("%s = $%d", c.quote, n))
+			n++
+		}
+	}
+	w := strings.Join(conds, " AND ")
+	if m.full {
+		// Without a key, rows can be identical: change exactly one.
+		return fmt.Sprintf(" WHERE ctid = (SELECT ctid FROM %s WHERE %s LIMIT 1)", r.qualified, w)
+	}
+	return " WHERE " + w
+}
+
+// updateSQL sets the columns in set (indexes) and finds the row by m.
+func updateSQL(r *relation, set []int, m match) string {
+	var b strings.Builder
+	b.WriteString("UPDATE ")
+	b.WriteString(r.qualified)
+	b.WriteString(" SET ")
+	for j, i := range set {
+		if j > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s = $%d", r.columns[i].quote, j+1)
+	}
+	b.WriteString(m.where(r, len(set)+1))
+	return b.String()
+}
+
+func deleteSQL(r *relation, m match) string {
+	return "DELETE FROM " + r.qualified + m.where(r, 1)
+}
+
+// truncateSQL replays a TRUNCATE of the relations; option bit 2 is
+// RESTART IDENTITY (bit 1, CASCADE, needs nothing: pgoutput lists every
+// relation the cascade reached).
+func truncateSQL(rels []*relation, option uint8) string {
+	names := make([]string, len(rels))
+	for i, r := range rels {
+		names[i] = r.qualified
+	}
+	sql := "TRUNCATE ONLY " + strings.Join(names, ", ")
+	if option&2 != 0 {
+		sql += " RESTART IDENTITY"
+	}
+	return sql
+}

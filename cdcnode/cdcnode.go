@@ -1,0 +1,513 @@
+package cdcnode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pglogrepl"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pgcaravan/pgcaravan/cdcnode/apply"
+	"github.com/pgcaravan/pgcaravan/cdcnode/spool"
+	"github.com/pgcaravan/pgcaravan/cdcnode/stream"
+	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
+	"github.com/pgcaravan/pgcaravan/shared/pguri"
+	"github.com/pgcaravan/pgcaravan/shared/rpcsec"
+)
+
+// Config is one cdcnode's configuration.
+type Config struct {
+	Coordinator string
+	SourceURI   string
+	TargetURI   string
+	// Dir holds the spool and what a restart needs.
+	Dir      string
+	Name     string
+	Security rpcsec.Config
+	// StatusInterval is how often the source gets the standby status.
+	StatusInterval time.Duration
+	// SyncInterval bounds how long a received commit waits to be durable.
+	SyncInterval time.Duration
+	// ReportInterval is how often the coordinator gets progress.
+	ReportInterval time.Duration
+	// MinBackoff and MaxBackoff bound retries of lost connections.
+	MinBackoff, MaxBackoff time.Duration
+	// DiskFullRetry is how often receiving is retried while the spool's
+	// disk is full.
+	DiskFullRetry time.Duration
+	SegmentSize   int64
+	Apply         apply.Config
+	// DialOptions add to the gRPC dial options (tests).
+	DialOptions []grpc.DialOption
+}
+
+// DefaultConfig is the configuration the CLI starts from.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{Name: fmt.Sprintf("%s/%d", host, os.Getpid()), StatusInterval: time.Second,
+		SyncInterval: 10 * time.Millisecond, ReportInterval: 500 * time.Millisecond,
+		MinBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second, DiskFullRetry: 5 * time.Second,
+		SegmentSize: 64 << 20, Apply: apply.DefaultConfig()}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var problems []string
+	if c.Coordinator == "" {
+		problems = append(problems, "--coordinator is required")
+	}
+	if c.Dir == "" {
+		problems = append(problems, "--dir is required: the spool lives there")
+	}
+	if c.StatusInterval <= 0 || c.SyncInterval <= 0 || c.ReportInterval <= 0 || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff {
+		problems = append(problems, "intervals and backoffs must be positive")
+	}
+	if len(problems) > 0 {
+		return errors.New("cdcnode: " + strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Node is one cdcnode.
+type Node struct {
+	cfg      Config
+	log      hclog.Logger
+	src, dst pguri.URI
+	client   pb.CDCServiceClient
+	spool    *spool.Spool
+
+	mu      sync.Mutex
+	watch   *pb.WatchPhaseResponse
+	epochs  map[string]pglogrepl.LSN
+	changed chan struct{}
+
+	pos           stream.Positions
+	endpos        atomic.Uint64
+	reached       atomic.Bool
+	changes, txns atomic.Int64
+	commitTime    atomic.Int64 // unix nanoseconds of the last applied commit
+	diskFull      atomic.Bool
+	lastErr       atomic.Value // string
+	relations     map[uint32][]byte
+	relationsMu   sync.Mutex
+}
+
+// New checks the configuration; nothing is opened until Run.
+func New(cfg Config, logger hclog.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	src, dst, err := pguri.ParsePair(cfg.SourceURI, cfg.TargetURI)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: logger.Named("cdcnode"), src: src, dst: dst, changed: make(chan struct{}),
+		epochs: map[string]pglogrepl.LSN{}, relations: map[uint32][]byte{}}
+	n.lastErr.Store("")
+	return n, nil
+}
+
+// errStop ends Run when the coordinator asks the node to stop.
+var errStop = errors.New("cdcnode: stop requested")
+
+// Run follows the migration until the coordinator says stop (nil), ctx
+// ends (nil), or the node cannot work (an error). Lost connections to the
+// source, target or coordinator are retried.
+func (n *Node) Run(ctx context.Context) error {
+	opts, err := rpcsec.DialOptions(n.cfg.Security)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(n.cfg.Coordinator, append(opts, n.cfg.DialOptions...)...)
+	if err != nil {
+		return fmt.Errorf("cdcnode: coordinator address %q: %w", n.cfg.Coordinator, err)
+	}
+	defer conn.Close()
+	n.client = pb.NewCDCServiceClient(conn)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return n.watchLoop(gctx) })
+	first, err := n.waitState(gctx, func(w *pb.WatchPhaseResponse) bool { return w != nil })
+	if err == nil {
+		err = n.start(gctx, g, first)
+	}
+	if err != nil {
+		// Stop the watch loop too.
+		g.Go(func() error { return err })
+	}
+	werr := g.Wait()
+	if n.spool != nil {
+		n.spool.Close()
+	}
+	if errors.Is(werr, errStop) || ctx.Err() != nil {
+		return nil
+	}
+	return werr
+}
+
+// start checks the databases, opens the spool and starts the stream,
+// apply and report loops.
+func (n *Node) start(ctx context.Context, g *errgroup.Group, w *pb.WatchPhaseResponse) error {
+	if err := n.src.CheckIdentity(ctx, "pgcaravan-cdcnode", w.GetMigrationId(), w.GetSource().GetSystemIdentifier(), w.GetSource().GetDatabase()); err != nil {
+		return err
+	}
+	if err := n.dst.CheckIdentity(ctx, "pgcaravan-cdcnode", w.GetMigrationId(), w.GetTarget().GetSystemIdentifier(), w.GetTarget().GetDatabase()); err != nil {
+		return err
+	}
+	sp, err := spool.Open(filepath.Join(n.cfg.Dir, "spool"), spool.Options{SegmentSize: n.cfg.SegmentSize})
+	if err != nil {
+		return fmt.Errorf("cdcnode: open spool in %s: %w", n.cfg.Dir, err)
+	}
+	n.spool = sp
+	if err := n.loadRelations(); err != nil {
+		return err
+	}
+	n.log.Info("following", "slot", w.GetSlotName(), "publications", strings.Join(w.GetPublications(), ","), "dir", n.cfg.Dir)
+	g.Go(func() error { return n.streamLoop(ctx) })
+	g.Go(func() error { return n.applyLoop(ctx) })
+	g.Go(func() error { return n.reportLoop(ctx) })
+	return nil
+}
+
+// watchLoop keeps the coordinator's state current, reconnecting with backoff.
+func (n *Node) watchLoop(ctx context.Context) error {
+	backoff := n.cfg.MinBackoff
+	for {
+		stream, err := n.client.WatchPhase(ctx, &pb.WatchPhaseRequest{Name: n.cfg.Name})
+		for err == nil {
+			var w *pb.WatchPhaseResponse
+			if w, err = stream.Recv(); err != nil {
+				break
+			}
+			backoff = n.cfg.MinBackoff
+			n.setState(w)
+			if w.GetStop() {
+				n.log.Info("the coordinator asked the node to stop")
+				return errStop
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		n.log.Warn("coordinator stream lost, reconnecting", "error", err, "backoff", backoff)
+		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(backoff*2, n.cfg.MaxBackoff)
+	}
+}
+
+func (n *Node) setState(w *pb.WatchPhaseResponse) {
+	epochs := map[string]pglogrepl.LSN{}
+	for _, e := range w.GetEpochs() {
+		lsn, _ := pglogrepl.ParseLSN(e.GetLsn())
+		epochs[e.GetSchema()+"\x00"+e.GetName()] = lsn
+	}
+	end, _ := pglogrepl.ParseLSN(w.GetEndpos())
+	if uint64(end) != n.endpos.Load() {
+		n.reached.Store(false)
+		n.endpos.Store(uint64(end))
+	}
+	n.mu.Lock()
+	n.watch, n.epochs = w, epochs
+	close(n.changed)
+	n.changed = make(chan struct{})
+	n.mu.Unlock()
+}
+
+// waitState waits until cond holds for the coordinator's state.
+func (n *Node) waitState(ctx context.Context, cond func(*pb.WatchPhaseResponse) bool) (*pb.WatchPhaseResponse, error) {
+	for {
+		n.mu.Lock()
+		w, ch := n.watch, n.changed
+		n.mu.Unlock()
+		if cond(w) {
+			return w, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+func (n *Node) epochLSN(schema, name string) pglogrepl.LSN {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.epochs[schema+"\x00"+name]
+}
+
+// streamLoop receives into the spool, reconnecting after errors; while the
+// spool's disk is full it stops receiving (WAL then accumulates on the
+// source) and tries again until space returns.
+func (n *Node) streamLoop(ctx context.Context) error {
+	backoff := n.cfg.MinBackoff
+	for {
+		err := n.streamOnce(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := backoff
+		var full *spool.DiskFullError
+		if errors.As(err, &full) || errors.Is(err, spool.ErrDiskFull) {
+			if !n.diskFull.Swap(true) {
+				n.log.Error("spool disk is full: receiving stopped; WAL accumulates on the source until space returns", "dir", n.cfg.Dir, "error", err)
+			}
+			wait = n.cfg.DiskFullRetry
+		} else {
+			n.log.Warn("stream interrupted, reconnecting", "error", err, "backoff", backoff)
+			backoff = min(backoff*2, n.cfg.MaxBackoff)
+		}
+		n.lastErr.Store(err.Error())
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// streamOnce cuts the spool back to its last whole durable transaction and
+// streams from there.
+func (n *Node) streamOnce(ctx context.Context) error {
+	w, err := n.waitState(ctx, func(w *pb.WatchPhaseResponse) bool { return w != nil })
+	if err != nil {
+		return err
+	}
+	start, err := n.recoverSpool(ctx)
+	if err != nil {
+		return err
+	}
+	if start == 0 {
+		start, _ = pglogrepl.ParseLSN(w.GetStartLsn())
+	}
+	if uint64(start) > n.pos.Flushed.Load() {
+		n.pos.Flushed.Store(uint64(start))
+	}
+	conn, err := n.src.ReplicationConn(ctx, "pgcaravan-cdcnode")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	cfg := stream.Config{Slot: w.GetSlotName(), Publications: w.GetPublications(), StatusInterval: n.cfg.StatusInterval,
+		SyncInterval: n.cfg.SyncInterval, OnRelation: n.saveRelation,
+		WantReply: func() bool { return n.endpos.Load() != 0 && !n.reached.Load() }}
+	n.log.Info("streaming", "slot", cfg.Slot, "from", start)
+	err = stream.Run(ctx, conn, appendTracker{n}, start, cfg, &n.pos)
+	return err
+}
+
+// appendTracker clears the disk-full state once appending works again.
+type appendTracker struct{ n *Node }
+
+func (a appendTracker) Append(lsn uint64, p []byte) error {
+	if err := a.n.spool.Append(lsn, p); err != nil {
+		return err
+	}
+	if a.n.diskFull.Load() {
+		a.n.diskFull.Store(false)
+		a.n.lastErr.Store("")
+		a.n.log.Info("spool disk has space again: receiving")
+	}
+	return nil
+}
+func (a appendTracker) Sync() error              { return a.n.spool.Sync() }
+func (a appendTracker) Remove(upTo uint64) error { return a.n.spool.Remove(upTo) }
+
+// recoverSpool finds the end of the last durable transaction in the spool
+// (its last durable record is a commit: the stream syncs only there) and
+// drops anything after it. It returns 0 for an empty spool.
+func (n *Node) recoverSpool(ctx context.Context) (pglogrepl.LSN, error) {
+	last := n.spool.Durable()
+	if last == 0 {
+		return 0, nil
+	}
+	r, err := n.spool.Reader(last)
+	if err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	defer r.Close()
+	rec, err := r.Next(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("spool: read the last durable record: %w", err)
+	}
+	if len(rec.Payload) == 0 || rec.Payload[0] != 'C' {
+		return 0, fmt.Errorf("spool: the last durable record at %s is not a commit", pglogrepl.LSN(rec.LSN))
+	}
+	var c pglogrepl.CommitMessage
+	if err := c.Decode(rec.Payload[1:]); err != nil {
+		return 0, fmt.Errorf("spool: commit record at %s: %w", pglogrepl.LSN(rec.LSN), err)
+	}
+	if err := n.spool.Truncate(last); err != nil {
+		return 0, fmt.Errorf("spool: truncate after %s: %w", pglogrepl.LSN(last), err)
+	}
+	return c.TransactionEndLSN, nil
+}
+
+// applyLoop starts applying once the backfill is complete, and reconnects
+// to the target after errors (a restarted target, a lost connection): the
+// origin says where to resume.
+func (n *Node) applyLoop(ctx context.Context) error {
+	if _, err := n.waitState(ctx, func(w *pb.WatchPhaseResponse) bool { return w.GetBackfillComplete() }); err != nil {
+		return err
+	}
+	n.log.Info("backfill complete: applying changes")
+	backoff := n.cfg.MinBackoff
+	for {
+		err := n.applyOnce(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		n.log.Warn("apply interrupted, resuming from the origin", "error", err, "backoff", backoff)
+		n.lastErr.Store(err.Error())
+		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(backoff*2, n.cfg.MaxBackoff)
+	}
+}
+
+func (n *Node) applyOnce(ctx context.Context) error {
+	w, err := n.waitState(ctx, func(w *pb.WatchPhaseResponse) bool { return w != nil })
+	if err != nil {
+		return err
+	}
+	conn, err := n.dst.Connect(ctx, "pgcaravan-cdcnode")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	r, err := n.spool.Reader(0)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	defer r.Close()
+	cfg := n.cfg.Apply
+	cfg.Origin = w.GetOriginName()
+	hooks := apply.Hooks{
+		EpochLSN: n.epochLSN,
+		Endpos:   func() pglogrepl.LSN { return pglogrepl.LSN(n.endpos.Load()) },
+		Received: func() pglogrepl.LSN { return pglogrepl.LSN(n.pos.Received.Load()) },
+		Settled:  func() bool { return n.pos.LastCommit.Load() <= n.pos.Flushed.Load() },
+		Applied: func(p apply.Progress) {
+			n.pos.Applied.Store(uint64(p.End))
+			n.pos.AppliedRecord.Store(p.RecordLSN)
+			n.changes.Add(p.Changes)
+			n.txns.Add(p.Txns)
+			n.commitTime.Store(p.CommitTime.UnixNano())
+		},
+		Reached: func() {
+			n.reached.Store(true)
+			n.log.Info("every change up to the endpos is applied", "endpos", pglogrepl.LSN(n.endpos.Load()))
+		},
+		Relation: n.relation,
+	}
+	return apply.Run(ctx, conn, spoolSource{r}, cfg, hooks)
+}
+
+type spoolSource struct{ r *spool.Reader }
+
+func (s spoolSource) Next(ctx context.Context) (apply.Record, error) {
+	rec, err := s.r.Next(ctx)
+	return apply.Record{LSN: rec.LSN, Payload: rec.Payload}, err
+}
+
+// reportLoop tells the coordinator how far the node has got.
+func (n *Node) reportLoop(ctx context.Context) error {
+	t := time.NewTicker(n.cfg.ReportInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		req := &pb.ReportProgressRequest{Name: n.cfg.Name,
+			ReceivedLsn: pglogrepl.LSN(n.pos.Received.Load()).String(), FlushedLsn: pglogrepl.LSN(n.pos.Flushed.Load()).String(),
+			AppliedLsn: pglogrepl.LSN(n.pos.Applied.Load()).String(), SpoolBytes: n.spool.Bytes(),
+			ChangesApplied: n.changes.Load(), TransactionsApplied: n.txns.Load(),
+			ReachedEndpos: n.reached.Load() && n.endpos.Load() != 0, DiskFull: n.diskFull.Load(), Error: n.lastErr.Load().(string)}
+		if ts := n.commitTime.Load(); ts != 0 {
+			req.AppliedCommitTime = timestamppb.New(time.Unix(0, ts))
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if _, err := n.client.ReportProgress(rctx, req); err != nil && ctx.Err() == nil {
+			n.log.Debug("progress report failed", "error", err)
+		}
+		cancel()
+	}
+}
+
+// Relation messages are kept in DIR/relations.json: the spool drops
+// applied segments, and pgoutput sends a relation's description only once
+// per session.
+func (n *Node) relationsFile() string { return filepath.Join(n.cfg.Dir, "relations.json") }
+
+func (n *Node) loadRelations() error {
+	data, err := os.ReadFile(n.relationsFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cdcnode: %w", err)
+	}
+	n.relationsMu.Lock()
+	defer n.relationsMu.Unlock()
+	if err := json.Unmarshal(data, &n.relations); err != nil {
+		return fmt.Errorf("cdcnode: %s: %w", n.relationsFile(), err)
+	}
+	return nil
+}
+
+func (n *Node) saveRelation(payload []byte) {
+	var m pglogrepl.RelationMessage
+	if err := m.Decode(payload[1:]); err != nil {
+		return
+	}
+	n.relationsMu.Lock()
+	defer n.relationsMu.Unlock()
+	n.relations[m.RelationID] = payload
+	data, err := json.Marshal(n.relations)
+	if err != nil {
+		return
+	}
+	tmp := n.relationsFile() + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err == nil {
+		_ = os.Rename(tmp, n.relationsFile())
+	}
+}
+
+func (n *Node) relation(id uint32) *pglogrepl.RelationMessage {
+	n.relationsMu.Lock()
+	defer n.relationsMu.Unlock()
+	raw, ok := n.relations[id]
+	if !ok {
+		return nil
+	}
+	var m pglogrepl.RelationMessage
+	if err := m.Decode(raw[1:]); err != nil {
+		return nil
+	}
+	return &m
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
