@@ -69,6 +69,9 @@ func Run(ctx context.Context, cfg Config, logger hclog.Logger) (*pb.StatusRespon
 		return nil, fmt.Errorf("clone: listen on %s: %w (pick another --listen)", listen, err)
 	}
 	cfg.Coordinator.Listener = lis
+	// The in-process workers are stopped as soon as the coordinator
+	// returns, so it need not keep answering for them to hear the end.
+	cfg.Coordinator.ExitGrace = 0
 	if cfg.OnListen != nil {
 		cfg.OnListen(lis.Addr().String())
 	}

@@ -1,5 +1,5 @@
 // Command pgcaravan moves a PostgreSQL database to another server, spread
-// over a fleet: a coordinator, stateless workers, and (with --follow, later)
+// over a fleet: a coordinator, stateless workers, and (with --follow)
 // a CDC node. main only turns flags and environment into Configs, sets up the
 // logger and a signal-cancelled context, calls Run, and maps the error to an
 // exit code.
@@ -139,6 +139,8 @@ func coordinatorFlags(fs *flag.FlagSet, cfg *coordinator.Config) {
 	fs.BoolVar(&cfg.NoOwner, "no-owner", false, "do not restore object owners (pg_restore --no-owner)")
 	fs.BoolVar(&cfg.NoACL, "no-acl", false, "do not restore grants (pg_restore --no-acl)")
 	fs.BoolVar(&cfg.DropIfExists, "drop-if-exists", false, "drop objects on the target that the clone creates, instead of refusing")
+	fs.BoolVar(&cfg.Follow, "follow", false, "live migration: create a publication and a slot first, stream changes during the copy, apply them after it, until Cutover")
+	fs.BoolVar(&cfg.ReplicaIdentityFull, "replica-identity-full", false, "with --follow: set REPLICA IDENTITY FULL on source tables that have no primary key or replica identity, instead of carrying only their INSERTs and TRUNCATEs")
 	fs.DurationVar(&cfg.Lease.TTL, "lease-ttl", cfg.Lease.TTL, "how long a lease lives without a heartbeat")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often workers heartbeat a lease (well under --lease-ttl)")
 	fs.IntVar(&cfg.Lease.MaxAttempts, "max-attempts", cfg.Lease.MaxAttempts, "deliveries of a unit before it is failed")
