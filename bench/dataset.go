@@ -50,7 +50,7 @@ SELECT g,
                           'score', (g %% 1000) / 10.0,
                           'active', g %% 2 = 0),
        timestamptz '2020-01-01 00:00:00+00' + g * interval '7 seconds',
-       ((g * 7919) %% 100000000) / 100.0,
+       ((g::bigint * 7919) %% 100000000) / 100.0,
        decode(repeat(md5(g::text), 6) || left(md5((g + 1)::text), 8), 'hex')
 FROM generate_series(1, %d) AS g;
 CREATE INDEX mixed_created_at_idx ON public.mixed (created_at);
