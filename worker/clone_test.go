@@ -109,6 +109,12 @@ GRANT SELECT ON LARGE OBJECT 5002 TO "lo reader";
 GRANT UPDATE ON LARGE OBJECT 5002 TO lo_writer WITH GRANT OPTION;
 ALTER LARGE OBJECT 5003 OWNER TO lo_writer;
 GRANT SELECT ON LARGE OBJECT 5003 TO PUBLIC;
+-- Many small objects, one of them exactly at and one just past the size
+-- that arrives with the listing (64 KiB), owned by someone else.
+SELECT lo_from_bytea(g, convert_to('small ' || g, 'UTF8')) FROM generate_series(20001, 30000) g;
+SELECT lo_from_bytea(30001, decode(repeat('ab', 65536), 'hex'));
+SELECT lo_from_bytea(30002, decode(repeat('cd', 65537), 'hex'));
+ALTER LARGE OBJECT 20001 OWNER TO "lo owner";
 `
 
 // copiedTables are the tables with rows of their own, compared row by row.
@@ -233,8 +239,13 @@ func TestCloneData(t *testing.T) {
 		for _, r := range d {
 			sizes[r[0]] = r[3]
 		}
-		if want := map[string]string{"5001": "0", "5002": "1", "5003": "9437184"}; !mapsEqual(sizes, want) {
-			t.Errorf("large object sizes on the target = %v, want %v", sizes, want)
+		if len(d) != 10005 {
+			t.Errorf("target has %d large objects, want 10005", len(d))
+		}
+		for oid, want := range map[string]string{"5001": "0", "5002": "1", "5003": "9437184", "20001": "11", "30000": "11", "30001": "65536", "30002": "65537"} {
+			if sizes[oid] != want {
+				t.Errorf("large object %s on the target has %q bytes, want %s", oid, sizes[oid], want)
+			}
 		}
 	})
 
@@ -290,17 +301,6 @@ func TestCloneData(t *testing.T) {
 	})
 }
 
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || v != w {
-			return false
-		}
-	}
-	return true
-}
 
 // TestWorkerRefusesWrongDatabase: a worker whose --source or --target is
 // not the coordinator's database stops with ErrWrongDatabase before it

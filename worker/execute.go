@@ -289,8 +289,21 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // loChunk is how much of a large object moves per round trip.
 const loChunk = 8 << 20
 
+// loHead is how much of every large object comes with the listing: a
+// smaller object arrives whole in it, and its creation, owner and grants go
+// to the target in batches, so many small objects cost a few round trips,
+// not several each.
+const loHead = 64 << 10
+
+// loBatchBytes bounds the data one target batch carries.
+const loBatchBytes = 8 << 20
+
 // copyLargeObjects copies a range of large objects with their owners and
-// grants, in one target transaction with the marker.
+// grants, in one target transaction with the marker:
+//  1. one source query lists the range with each object's first loHead bytes;
+//  2. each object is created with that head (lo_from_bytea), given its owner
+//     and grants, all queued in batches of up to loBatchBytes;
+//  3. the rest of the objects bigger than the head is copied loChunk at a time.
 func (w *Worker) copyLargeObjects(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog *progress) (result, error) {
 	r := l.GetUnit().GetLargeObjects()
 	src, err := w.openSnapshot(ctx, l)
@@ -298,41 +311,88 @@ func (w *Worker) copyLargeObjects(ctx context.Context, dst *pgx.Conn, l *pb.Leas
 		return result{}, err
 	}
 	defer src.Close(context.Background())
-	type lo struct {
-		oid   uint32
-		owner string
-		acl   []string
-	}
-	rows, err := src.Query(ctx, `SELECT oid, pg_get_userbyid(lomowner), coalesce(lomacl::text[], '{}')
-		FROM pg_largeobject_metadata WHERE oid BETWEEN $1 AND $2 ORDER BY oid`, r.GetFirstOid(), r.GetLastOid())
-	if err != nil {
-		return result{}, fmt.Errorf("source: list large objects %d-%d: %w", r.GetFirstOid(), r.GetLastOid(), err)
-	}
-	objects, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (lo, error) {
-		var o lo
-		return o, row.Scan(&o.oid, &o.owner, &o.acl)
-	})
-	if err != nil {
-		return result{}, fmt.Errorf("source: list large objects: %w", err)
-	}
 	tx, err := dst.Begin(ctx)
 	if err != nil {
 		return result{}, fmt.Errorf("target: begin: %w", err)
 	}
 	defer tx.Rollback(context.Background())
-	var res result
-	for _, o := range objects {
-		if _, err := tx.Exec(ctx, "SELECT lo_create($1)", o.oid); err != nil {
-			return result{}, fmt.Errorf("target: create large object %d: %w", o.oid, err)
+
+	// 1. The listing, with every object's head. It is read while the target
+	// batches go out, so the source session is free again only after it.
+	rows, err := src.Query(ctx, `SELECT oid, pg_get_userbyid(lomowner), coalesce(lomacl::text[], '{}'), lo_get(oid, 0, $3)
+		FROM pg_largeobject_metadata WHERE oid BETWEEN $1 AND $2 ORDER BY oid`, r.GetFirstOid(), r.GetLastOid(), loHead+1)
+	if err != nil {
+		return result{}, fmt.Errorf("source: list large objects %d-%d: %w", r.GetFirstOid(), r.GetLastOid(), err)
+	}
+	defer rows.Close()
+	var (
+		res     result
+		big     []uint32 // objects longer than their head
+		batch   = &pgx.Batch{}
+		pending int
+	)
+	send := func() error {
+		if batch.Len() == 0 {
+			return nil
 		}
-		for off := int64(0); ; off += loChunk {
+		err := tx.SendBatch(ctx, batch).Close()
+		batch, pending = &pgx.Batch{}, 0
+		if err != nil {
+			return fmt.Errorf("target: create large objects in %d-%d: %w (for a missing role: create it, or pass --no-owner / --no-acl)", r.GetFirstOid(), r.GetLastOid(), err)
+		}
+		return nil
+	}
+	for rows.Next() {
+		var (
+			oid   uint32
+			owner string
+			acl   []string
+			head  []byte
+		)
+		if err := rows.Scan(&oid, &owner, &acl, &head); err != nil {
+			return result{}, fmt.Errorf("source: list large objects: %w", err)
+		}
+		// 2. Create with the head, then owner and grants.
+		if len(head) > loHead {
+			head = head[:loHead]
+			big = append(big, oid)
+		}
+		batch.Queue("SELECT lo_from_bytea($1, $2)", oid, head)
+		if !r.GetNoOwner() {
+			batch.Queue(fmt.Sprintf("ALTER LARGE OBJECT %d OWNER TO %s", oid, ident.Quote(owner)))
+		}
+		if !r.GetNoAcl() && len(acl) > 0 {
+			for _, stmt := range largeObjectGrants(oid, owner, acl) {
+				batch.Queue(stmt)
+			}
+		}
+		res.rows++
+		res.bytes += int64(len(head))
+		prog.rows.Add(1)
+		prog.bytes.Add(int64(len(head)))
+		if pending += len(head); pending >= loBatchBytes {
+			if err := send(); err != nil {
+				return result{}, err
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return result{}, fmt.Errorf("source: list large objects %d-%d: %w", r.GetFirstOid(), r.GetLastOid(), err)
+	}
+	if err := send(); err != nil {
+		return result{}, err
+	}
+
+	// 3. The rest of the big ones.
+	for _, oid := range big {
+		for off := int64(loHead); ; off += loChunk {
 			var chunk []byte
-			if err := src.QueryRow(ctx, "SELECT lo_get($1, $2, $3)", o.oid, off, loChunk).Scan(&chunk); err != nil {
-				return result{}, fmt.Errorf("source: read large object %d: %w", o.oid, err)
+			if err := src.QueryRow(ctx, "SELECT lo_get($1, $2, $3)", oid, off, loChunk).Scan(&chunk); err != nil {
+				return result{}, fmt.Errorf("source: read large object %d: %w", oid, err)
 			}
 			if len(chunk) > 0 {
-				if _, err := tx.Exec(ctx, "SELECT lo_put($1, $2, $3)", o.oid, off, chunk); err != nil {
-					return result{}, fmt.Errorf("target: write large object %d: %w", o.oid, err)
+				if _, err := tx.Exec(ctx, "SELECT lo_put($1, $2, $3)", oid, off, chunk); err != nil {
+					return result{}, fmt.Errorf("target: write large object %d: %w", oid, err)
 				}
 			}
 			res.bytes += int64(len(chunk))
@@ -341,20 +401,6 @@ func (w *Worker) copyLargeObjects(ctx context.Context, dst *pgx.Conn, l *pb.Leas
 				break
 			}
 		}
-		if !r.GetNoOwner() {
-			if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER LARGE OBJECT %d OWNER TO %s", o.oid, ident.Quote(o.owner))); err != nil {
-				return result{}, fmt.Errorf("target: large object %d owner %s: %w (create the role, or pass --no-owner)", o.oid, o.owner, err)
-			}
-		}
-		if !r.GetNoAcl() && len(o.acl) > 0 {
-			for _, stmt := range largeObjectGrants(o.oid, o.owner, o.acl) {
-				if _, err := tx.Exec(ctx, stmt); err != nil {
-					return result{}, fmt.Errorf("target: large object %d: %s: %w (create the role, or pass --no-acl)", o.oid, stmt, err)
-				}
-			}
-		}
-		res.rows++
-		prog.rows.Add(1)
 	}
 	if err := insertMarker(ctx, tx, l); err != nil {
 		return result{}, err
