@@ -132,10 +132,23 @@ func bench(ctx context.Context, cfg config) (ok bool, err error) {
 		}
 	}
 	addRatios(res.Runs)
+
+	// 6. The apply benchmark, on a pgbench database of its own.
+	if cfg.apply {
+		res.ApplySizes = &cfg.applySizes
+		if res.Apply, err = applyBench(ctx, t, src, tgt, cfg.applySizes, work); err != nil {
+			return false, fmt.Errorf("apply benchmark: %w", err)
+		}
+		for _, a := range res.Apply {
+			if a.Method == applyPgcaravan && (a.Error != "" || !a.Verified) {
+				ok, keep = false, true
+			}
+		}
+	}
 	res.FinishedAt = time.Now().UTC()
 	res.Machine.LoadAtEnd = load1()
 
-	// 6. The table, on stdout and next to the JSON.
+	// 7. The table, on stdout and next to the JSON.
 	var table bytes.Buffer
 	fmt.Fprintf(&table, "%s: %s; %d cores, %s; %s\n", res.Preset, res.StartedAt.Format(time.RFC3339), res.Machine.Cores,
 		gib(res.Machine.MemoryBytes), firstField(res.Machine.PostgresVersion, 2))
@@ -146,7 +159,14 @@ func bench(ctx context.Context, cfg config) (ok bool, err error) {
 		fmt.Fprintf(&table, "  %s: %s\n", methodLabel(m.key, cfg.jobs), legend(m, cfg.jobs))
 	}
 	fmt.Fprintf(&table, "  load average: %.2f at start, %.2f at end\n\n", res.Machine.LoadAtStart, res.Machine.LoadAtEnd)
-	printTable(&table, res)
+	if len(res.Runs) > 0 {
+		printTable(&table, res)
+	}
+	if res.ApplySizes != nil {
+		var b strings.Builder
+		printApply(&b, *res.ApplySizes, res.Apply)
+		table.WriteString(b.String())
+	}
 	fmt.Print("\n" + table.String())
 	if err := writeJSON(cfg.jsonPath, res); err != nil {
 		return false, err

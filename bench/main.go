@@ -71,6 +71,9 @@ type config struct {
 	copyTimeout    time.Duration
 	settings       map[string]string
 	sampleInterval time.Duration
+	// apply runs the apply benchmark after the copies (applySizes its sizes).
+	apply      bool
+	applySizes applySizes
 }
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -122,6 +125,9 @@ func parseFlags(args []string) (config, error) {
 	install := fl.Bool("install-pgcopydb", true, "install pgcopydb with apt-get when it is missing (as root, or with sudo -n)")
 	keepLogs := fl.Bool("keep-logs", false, "keep the work directory with every tool's log (kept anyway when something failed)")
 	timeout := fl.Duration("timeout", 2*time.Hour, "limit of one copy")
+	copies := fl.Bool("copies", true, "run the copy benchmark (false: only the apply benchmark)")
+	apply := fl.Bool("apply", true, "also run the apply benchmark: a backlog of pgbench transactions replayed by pgcaravan's cdcnode and by native logical replication, and the lag under a fixed write rate")
+	applyTxns := fl.Int("apply-txns", fullApply.Txns, "pgbench transactions in the apply benchmark's backlog")
 	settings := settingFlags{}
 	fl.Var(&settings, "setting", "NAME=VALUE for both clusters' postgresql.conf, over the benchmark's (repeatable)")
 	if err := fl.Parse(args); err != nil {
@@ -141,8 +147,12 @@ func parseFlags(args []string) (config, error) {
 		installPgcopy: *install, keepLogs: *keepLogs, copyTimeout: *timeout,
 		settings:       maps.Clone(clusterSettings),
 		sampleInterval: time.Second,
+		apply:          *apply, applySizes: fullApply,
 	}
 	maps.Copy(cfg.settings, settings)
+	if set["apply-txns"] {
+		cfg.applySizes.Txns = *applyTxns
+	}
 	if *quick {
 		cfg.preset = "bench-quick"
 		if !set["scale"] {
@@ -154,12 +164,15 @@ func parseFlags(args []string) (config, error) {
 		if !set["nopk-rows"] {
 			cfg.sizes.NoPKRows = quickSizes.NoPKRows
 		}
+		cfg.applySizes = quickApply
 	}
 	switch {
 	case cfg.sizes.PgbenchScale < 1 || cfg.sizes.MixedRows < 1 || cfg.sizes.NoPKRows < 1:
 		return config{}, errors.New("-scale, -mixed-rows and -nopk-rows must be at least 1")
 	case *jobs < 1 || *workers < 1 || *workerJobs < 1:
 		return config{}, errors.New("-jobs, -workers and -worker-jobs must be at least 1")
+	case *applyTxns < 4:
+		return config{}, errors.New("-apply-txns must be at least 4")
 	case *runs < 1:
 		return config{}, errors.New("-runs must be at least 1")
 	}
@@ -176,8 +189,14 @@ func parseFlags(args []string) (config, error) {
 		}
 		cfg.methods = append(cfg.methods, allMethods[i])
 	}
-	if len(cfg.datasets) == 0 || len(cfg.methods) == 0 {
+	if !*copies {
+		cfg.datasets, cfg.methods = nil, nil
+	}
+	switch {
+	case *copies && (len(cfg.datasets) == 0 || len(cfg.methods) == 0):
 		return config{}, errors.New("-datasets and -methods must name at least one each")
+	case !*copies && !*apply:
+		return config{}, errors.New("-copies=false -apply=false leaves nothing to run")
 	}
 	binPath, err := filepath.Abs(*bin)
 	if err == nil {

@@ -29,6 +29,9 @@ type Results struct {
 	Datasets []Dataset         `json:"datasets"`
 	// Runs are the summary per dataset and method: the median run of each.
 	Runs []Summary `json:"runs"`
+	// Apply is the apply benchmark, with its sizes.
+	ApplySizes *applySizes   `json:"apply_sizes,omitempty"`
+	Apply      []ApplyResult `json:"apply,omitempty"`
 	// Notes say what could not run, and why.
 	Notes []string `json:"notes,omitempty"`
 }
