@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,7 +203,7 @@ func checkWorkloads(t *testing.T, m *manifests, flags map[string]cliCommand) {
 	for _, o := range m.all("StatefulSet") {
 		s := o.(*appsv1.StatefulSet)
 		if s.Spec.Replicas == nil || *s.Spec.Replicas != 1 {
-			t.Errorf("StatefulSet %s: the coordinator must have exactly 1 replica", s.Name)
+			t.Errorf("StatefulSet %s: the coordinator and the cdcnode must have exactly 1 replica", s.Name)
 		}
 		for _, c := range s.Spec.VolumeClaimTemplates {
 			claimTemplates[c.Name] = true
@@ -279,12 +280,21 @@ func checkSelector(t *testing.T, where string, sel *metav1.LabelSelector, labels
 	}
 }
 
-// checkProbes: long-running pods (coordinator, workers) have liveness and
-// readiness probes on ports the container declares; gRPC probes are used
-// where the port speaks plaintext gRPC. A Job has none: it runs to its end.
+// checkProbes: long-running pods that serve a port (coordinator, workers)
+// have liveness and readiness probes on ports the container declares; gRPC
+// probes are used where the port speaks plaintext gRPC. A Job has none: it
+// runs to its end. The cdcnode serves nothing (no health service, no
+// metrics, no --health-listen flag), so it has no ports and no probes: a
+// probe on a port nobody listens on would restart it forever.
 func checkProbes(t *testing.T, where, workload string, c *corev1.Container) {
 	t.Helper()
 	if strings.HasPrefix(workload, "Job/") {
+		return
+	}
+	if len(c.Args) > 0 && c.Args[0] == "cdcnode" {
+		if len(c.Ports) > 0 || c.LivenessProbe != nil || c.ReadinessProbe != nil || c.StartupProbe != nil {
+			t.Errorf("%s: the cdcnode serves no port in this version: declare no ports and no probes", where)
+		}
 		return
 	}
 	ports := map[int32]string{}
@@ -378,7 +388,7 @@ func cliFlags(t *testing.T) map[string]cliCommand {
 	t.Helper()
 	bin := pgcaravanBinary(t)
 	cmds := map[string]cliCommand{}
-	for _, name := range []string{"coordinator", "worker", "clone"} {
+	for _, name := range []string{"coordinator", "worker", "cdcnode", "clone"} {
 		cmd := exec.Command(bin, name, "-h")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -562,13 +572,27 @@ func collectSecretNames(v any, into map[string]bool) {
 	}
 }
 
-// checkModes: what each mode must and must not render.
+// checkModes: what each mode must and must not render, with and without
+// follow.
 func checkModes(t *testing.T, m *manifests, values map[string]any) {
 	t.Helper()
 	count := func(kind string) int { return len(m.all(kind)) }
+	follow, _ := lookup(values, "follow").(bool)
+	riFull, _ := lookup(values, "migration", "replicaIdentityFull").(bool)
+	// checkFollowArgs: --follow (and --replica-identity-full) exactly when
+	// the values ask for a live migration.
+	checkFollowArgs := func(where string, args []string) {
+		t.Helper()
+		if got := slices.Contains(args, "--follow"); got != follow {
+			t.Errorf("%s: --follow in args is %v, follow is %v; args %v", where, got, follow, args)
+		}
+		if got := slices.Contains(args, "--replica-identity-full"); got != (follow && riFull) {
+			t.Errorf("%s: --replica-identity-full in args is %v; want %v (follow and migration.replicaIdentityFull); args %v", where, got, follow && riFull, args)
+		}
+	}
 	if lookupString(values, "mode") == "job" {
 		if count("Job") != 1 || count("StatefulSet") != 0 || count("Deployment") != 0 {
-			t.Errorf("mode job renders one Job and no coordinator or workers; got %d Job, %d StatefulSet, %d Deployment",
+			t.Errorf("mode job renders one Job and no coordinator, workers or cdcnode; got %d Job, %d StatefulSet, %d Deployment",
 				count("Job"), count("StatefulSet"), count("Deployment"))
 		}
 		for _, o := range m.all("Job") {
@@ -580,17 +604,29 @@ func checkModes(t *testing.T, m *manifests, values map[string]any) {
 			if !slices.Contains(args, "--listen=127.0.0.1:7420") {
 				t.Errorf("Job %s: the clone's admin API listens on the pod's loopback (no token there); args %v", j.Name, args)
 			}
+			checkFollowArgs("Job "+j.Name, args)
 		}
 		return
 	}
-	if count("StatefulSet") != 1 || count("Deployment") != 1 || count("Job") != 0 {
-		t.Fatalf("mode fleet renders a coordinator StatefulSet and a worker Deployment; got %d StatefulSet, %d Deployment, %d Job",
-			count("StatefulSet"), count("Deployment"), count("Job"))
+	statefulSets := map[string]*appsv1.StatefulSet{}
+	for _, o := range m.all("StatefulSet") {
+		s := o.(*appsv1.StatefulSet)
+		statefulSets[s.Spec.Template.Labels["app.kubernetes.io/component"]] = s
 	}
-	sts := m.all("StatefulSet")[0].(*appsv1.StatefulSet)
+	wantSets := 1
+	if follow {
+		wantSets = 2
+	}
+	if count("StatefulSet") != wantSets || statefulSets["coordinator"] == nil || (follow != (statefulSets["cdcnode"] != nil)) ||
+		count("Deployment") != 1 || count("Job") != 0 {
+		t.Fatalf("mode fleet renders a coordinator StatefulSet, a worker Deployment and, with follow (%v), a cdcnode StatefulSet; got StatefulSets %v, %d Deployment, %d Job",
+			follow, slices.Collect(maps.Keys(statefulSets)), count("Deployment"), count("Job"))
+	}
+	sts := statefulSets["coordinator"]
 	if len(sts.Spec.VolumeClaimTemplates) != 1 {
 		t.Errorf("StatefulSet %s: the coordinator's store needs a PVC", sts.Name)
 	}
+	checkFollowArgs("StatefulSet "+sts.Name, sts.Spec.Template.Spec.Containers[0].Args)
 	workers := m.all("Deployment")[0].(*appsv1.Deployment)
 	hpas := m.all("HorizontalPodAutoscaler")
 	if len(hpas) > 0 {
@@ -613,24 +649,68 @@ func checkModes(t *testing.T, m *manifests, values map[string]any) {
 	if count("PodDisruptionBudget") != 1 {
 		t.Errorf("the workers need a PodDisruptionBudget")
 	}
-	// The workers dial the coordinator's Service by name.
-	var coordAddr string
-	for _, e := range workers.Spec.Template.Spec.Containers[0].Env {
-		if e.Name == "PGCARAVAN_COORDINATOR" {
-			coordAddr = e.Value
-		}
+	// The workers and the cdcnode dial the coordinator's Service by name.
+	clients := map[string]*corev1.PodSpec{"Deployment " + workers.Name: &workers.Spec.Template.Spec}
+	if cdc := statefulSets["cdcnode"]; cdc != nil {
+		clients["StatefulSet "+cdc.Name] = &cdc.Spec.Template.Spec
+		checkCDCNode(t, cdc)
 	}
-	found := false
-	for _, o := range m.all("Service") {
-		svc := o.(*corev1.Service)
-		for _, p := range svc.Spec.Ports {
-			if coordAddr == fmt.Sprintf("%s:%d", svc.Name, p.Port) && svc.Spec.ClusterIP != corev1.ClusterIPNone {
-				found = true
+	for where, spec := range clients {
+		var coordAddr string
+		for _, e := range spec.Containers[0].Env {
+			if e.Name == "PGCARAVAN_COORDINATOR" {
+				coordAddr = e.Value
 			}
 		}
+		found := false
+		for _, o := range m.all("Service") {
+			svc := o.(*corev1.Service)
+			for _, p := range svc.Spec.Ports {
+				if coordAddr == fmt.Sprintf("%s:%d", svc.Name, p.Port) && svc.Spec.ClusterIP != corev1.ClusterIPNone {
+					found = true
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s dials %q, which is no port of a rendered ClusterIP Service", where, coordAddr)
+		}
 	}
-	if !found {
-		t.Errorf("workers dial %q, which is no port of a rendered ClusterIP Service", coordAddr)
+}
+
+// checkCDCNode: the cdcnode's spool (--dir) is its PVC, kept when the
+// release is uninstalled (it holds changes the source no longer has), and
+// it talks to the coordinator with the same credentials as the workers.
+func checkCDCNode(t *testing.T, s *appsv1.StatefulSet) {
+	t.Helper()
+	c := s.Spec.Template.Spec.Containers[0]
+	if len(c.Args) == 0 || c.Args[0] != "cdcnode" {
+		t.Fatalf("StatefulSet %s runs %v, not pgcaravan cdcnode", s.Name, c.Args)
+	}
+	if len(s.Spec.VolumeClaimTemplates) != 1 {
+		t.Fatalf("StatefulSet %s: the spool needs a PVC", s.Name)
+	}
+	claim := s.Spec.VolumeClaimTemplates[0].Name
+	var dir string
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--dir="); ok {
+			dir = v
+		}
+	}
+	onClaim := false
+	for _, vm := range c.VolumeMounts {
+		if vm.Name == claim && (dir == vm.MountPath || strings.HasPrefix(dir, vm.MountPath+"/")) {
+			onClaim = true
+		}
+	}
+	if dir == "" || !onClaim {
+		t.Errorf("StatefulSet %s: --dir %q (the spool) must be on the PVC %q", s.Name, dir, claim)
+	}
+	if p := s.Spec.PersistentVolumeClaimRetentionPolicy; p == nil || p.WhenDeleted != appsv1.RetainPersistentVolumeClaimRetentionPolicyType {
+		t.Errorf("StatefulSet %s: the spool must outlive an uninstall (persistentVolumeClaimRetentionPolicy.whenDeleted: Retain)", s.Name)
+	}
+	hasToken := slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "PGCARAVAN_AUTH_TOKEN" })
+	if !hasToken {
+		t.Errorf("StatefulSet %s: the cdcnode needs the coordinator's token (PGCARAVAN_AUTH_TOKEN)", s.Name)
 	}
 }
 
@@ -643,7 +723,7 @@ func TestChartRefuses(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"follow", append([]string{"--set", "follow=true"}, uris...), "this version of pgcaravan does not have (no `pgcaravan cdcnode`"},
+		{"replica identity full without follow", append([]string{"--set", "migration.replicaIdentityFull=true"}, uris...), "means nothing without follow: true"},
 		{"mode", append([]string{"--set", "mode=online"}, uris...), `mode: "online" is not a mode`},
 		{"no database", nil, "set database.existingSecret"},
 		{"tls without secret", append([]string{"--set", "tls.enabled=true"}, uris...), "set tls.existingSecret"},

@@ -15,7 +15,9 @@
 //     does to check it is static;
 //   - start real coordinators on throwaway PostgreSQL clusters and run every
 //     grpcurl command of the runbook and of the chart's NOTES.txt through
-//     grpcurl's Go library.
+//     grpcurl's Go library; the Cutover and Cleanup commands run against live
+//     migrations (a coordinator with --follow, a worker and a real cdcnode,
+//     or an embedded `clone --follow`) whose source changes after the copy.
 //
 // It has no code of its own beyond this file: nothing imports it.
 package deploy

@@ -229,7 +229,7 @@ func TestDockerignore(t *testing.T) {
 		if p == "" || strings.HasPrefix(p, "#") {
 			continue
 		}
-		for _, needed := range []string{"go.mod", "go.sum", "cmd", "proto", "shared", "coordinator", "worker"} {
+		for _, needed := range []string{"go.mod", "go.sum", "cmd", "proto", "shared", "coordinator", "worker", "cdcnode", "fleet", "report"} {
 			if ok, _ := filepath.Match(p, needed); ok || p == "*" {
 				t.Errorf("%s.dockerignore: %q leaves %s out of the build context", dockerfile, p, needed)
 			}

@@ -58,8 +58,10 @@ var serverNames = []string{"mig-pgcaravan-coordinator", "t-pgcaravan-coordinator
 
 // TestRunbookCommands runs every grpcurl command of deploy/README.md and of
 // the chart's NOTES.txt (for each CI values file) against real coordinators
-// through grpcurl's Go library, then runs a worker to the end of the
-// migration and checks that every metric the runbook names is served.
+// through grpcurl's Go library: the Cutover and Cleanup commands, and what
+// follows them, against live migrations with a real cdcnode (live_test.go).
+// Then it runs a worker to the end of an offline migration and checks that
+// every metric the runbook names is served.
 func TestRunbookCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL clusters")
@@ -67,7 +69,10 @@ func TestRunbookCommands(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	certs := writeCerts(t, dir)
-	src := pgtest.Start(t, pgtest.Options{})
+	// The source commits asynchronously (pgtest's default, and common on
+	// busy production sources): a Cutover must still carry every
+	// transaction committed before it was called.
+	src := pgtest.Start(t, pgtest.Options{Settings: map[string]string{"synchronous_commit": "off"}})
 	dst := pgtest.Start(t, pgtest.Options{})
 
 	coords := map[string]*testCoordinator{}
@@ -90,24 +95,69 @@ func TestRunbookCommands(t *testing.T) {
 	}
 
 	env := map[string]string{"PGCARAVAN_AUTH_TOKEN": testToken}
-	run := func(t *testing.T, line string) {
+	// exec runs one documented line against addr, or, when addr is empty,
+	// against the shared coordinator the line is written for.
+	exec := func(t *testing.T, line, addr string) bool {
 		t.Helper()
 		cmd, err := parseGrpcurl(line, env)
 		if err != nil {
 			t.Errorf("%s\n  %v", line, err)
-			return
+			return false
 		}
 		if cmd.address != docAddress {
 			t.Errorf("%s\n  address %q: the docs reach the coordinator through a port-forward to %s", line, cmd.address, docAddress)
-			return
+			return false
 		}
-		target := coords[route(cmd)]
-		out, err := cmd.run(ctx, target.addr, dir)
+		where := route(cmd)
+		if addr == "" {
+			addr = coords[where].addr
+		} else {
+			where = "live " + where
+		}
+		out, err := cmd.run(ctx, addr, dir)
 		if err != nil {
-			t.Errorf("%s\n  failed against the %s coordinator: %v\n%s", line, route(cmd), err, out)
-			return
+			t.Errorf("%s\n  failed against the %s coordinator: %v\n%s", line, where, err, out)
+			return false
 		}
 		t.Logf("%s\n%s", line, firstLines(out, 6))
+		return true
+	}
+	// runDoc runs a document's lines: up to its first Cutover against the
+	// shared coordinators, from there on against a live migration of its
+	// own (see live_test.go). live says whether the document describes a
+	// live migration, which must show Cutover (and no other may).
+	runDoc := func(t *testing.T, name string, lines []string, live bool) {
+		t.Helper()
+		before, after := splitAtCutover(lines)
+		for _, l := range before {
+			if isCleanup(l) {
+				t.Errorf("%s\n  Cleanup before any Cutover would drop the slot while changes are still to apply", l)
+				continue
+			}
+			exec(t, l, "")
+		}
+		if !live {
+			if len(after) > 0 {
+				t.Errorf("%s shows Cutover but describes an offline copy (follow: false), where Cutover fails:\n  %s", name, after[0])
+			}
+			return
+		}
+		if len(after) == 0 {
+			t.Fatalf("%s describes a live migration (follow: true) but shows no grpcurl Cutover command", name)
+		}
+		first, err := parseGrpcurl(after[0], env)
+		if err != nil {
+			t.Fatalf("%s\n  %v", after[0], err)
+		}
+		r := route(first)
+		for _, l := range after[1:] {
+			if c, err := parseGrpcurl(l, env); err == nil && route(c) != r {
+				t.Errorf("%s\n  reaches the coordinator another way (%s) than the Cutover before it (%s)", l, route(c), r)
+			}
+		}
+		db := "live_" + strings.NewReplacer("/", "_", "-", "_").Replace(strings.ToLower(name))
+		lm := startLive(t, src, dst, db, r, certs)
+		runLive(t, lm, after, exec)
 	}
 
 	t.Run("README", func(t *testing.T) {
@@ -119,9 +169,10 @@ func TestRunbookCommands(t *testing.T) {
 		if len(lines) < 8 {
 			t.Fatalf("found %d grpcurl commands in README.md; the runbook has more", len(lines))
 		}
-		for _, l := range lines {
-			run(t, l)
+		if n := checkCDCFields(t, string(data)); n < 5 {
+			t.Errorf("README.md names %d fields of Status's cdc block (`cdc.x`); the runbook's lag table names more", n)
 		}
+		runDoc(t, "README", lines, true)
 	})
 	for _, file := range valuesFiles(t) {
 		name := strings.TrimSuffix(filepath.Base(file), "-values.yaml")
@@ -130,9 +181,8 @@ func TestRunbookCommands(t *testing.T) {
 			if len(lines) < 4 {
 				t.Fatalf("found %d grpcurl commands in NOTES.txt; want status, tables, units, pause, resume", len(lines))
 			}
-			for _, l := range lines {
-				run(t, l)
-			}
+			follow, _ := lookup(readValues(t, file), "follow").(bool)
+			runDoc(t, "NOTES/"+name, lines, follow)
 		})
 	}
 	t.Run("metrics", func(t *testing.T) {

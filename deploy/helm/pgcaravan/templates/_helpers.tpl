@@ -56,7 +56,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-coordinator" (include "pgcaravan.fullname" .) }}
 {{- end }}
 
-{{/* The address the workers dial: the coordinator's Service. */}}
+{{- define "pgcaravan.cdcnodeName" -}}
+{{- printf "%s-cdcnode" (include "pgcaravan.fullname" .) }}
+{{- end }}
+
+{{/* The address the workers and the cdcnode dial: the coordinator's Service. */}}
 {{- define "pgcaravan.coordinatorAddress" -}}
 {{- printf "%s:%d" (include "pgcaravan.coordinatorName" .) (int .Values.coordinator.service.grpcPort) }}
 {{- end }}
@@ -105,6 +109,14 @@ go through toYaml, so a setting like "on" or "a: b" stays one argument.
 */}}
 {{- define "pgcaravan.logArgs" -}}
 {{- toYaml (list (printf "--log-level=%s" .Values.migration.logLevel) (printf "--log-format=%s" .Values.migration.logFormat)) }}
+{{- end }}
+
+{{/* A live migration (coordinator and clone). */}}
+{{- define "pgcaravan.followArgs" -}}
+{{- $a := list }}
+{{- if .Values.follow }}{{ $a = append $a "--follow" }}{{ end }}
+{{- if and .Values.follow .Values.migration.replicaIdentityFull }}{{ $a = append $a "--replica-identity-full" }}{{ end }}
+{{- with $a }}{{ toYaml . }}{{ end }}
 {{- end }}
 
 {{/* What the clone creates (coordinator and clone). */}}
@@ -162,6 +174,16 @@ go through toYaml, so a setting like "on" or "a: b" stays one argument.
 {{- end }}
 {{- end }}
 
+{{/* The cdcnode's volumes besides its PVC (empty when none). */}}
+{{- define "pgcaravan.cdcnodeVolumes" -}}
+{{- with include "pgcaravan.clientTLSVolumes" . }}
+{{ . }}
+{{- end }}
+{{- with .Values.cdcnode.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/*
 Refuse values this version cannot honour, with a message that says what to
 change. Rendered by every mode (see validate.yaml).
@@ -170,8 +192,8 @@ change. Rendered by every mode (see validate.yaml).
 {{- if not (has .Values.mode (list "fleet" "job")) }}
 {{- fail (printf "mode: %q is not a mode; use fleet (a coordinator and workers) or job (one pgcaravan clone Job)" .Values.mode) }}
 {{- end }}
-{{- if .Values.follow }}
-{{- fail "follow: true needs the cdcnode, which this version of pgcaravan does not have (no `pgcaravan cdcnode`, no `clone --follow`): only offline copies are possible. Set follow: false, stop writes on the source for the copy, and see the runbook's cutover section." }}
+{{- if and .Values.migration.replicaIdentityFull (not .Values.follow) }}
+{{- fail "migration.replicaIdentityFull changes source tables for a live migration and means nothing without follow: true; set follow: true, or leave migration.replicaIdentityFull false" }}
 {{- end }}
 {{- if not .Values.database.existingSecret }}
 {{- if not (and .Values.database.sourceUri .Values.database.targetUri) }}
@@ -183,10 +205,59 @@ change. Rendered by every mode (see validate.yaml).
 {{- fail "tls.enabled: set tls.existingSecret to a Secret with tls.crt, tls.key and ca.crt for the coordinator" }}
 {{- end }}
 {{- if and .Values.tls.mutual (not .Values.tls.clientSecret) }}
-{{- fail "tls.mutual: set tls.clientSecret to a Secret with tls.crt and tls.key for the workers" }}
+{{- fail "tls.mutual: set tls.clientSecret to a Secret with tls.crt and tls.key for the workers and the cdcnode" }}
 {{- end }}
 {{- end }}
 {{- if lt (int .Values.workers.jobs) 1 }}
 {{- fail "workers.jobs must be at least 1" }}
+{{- end }}
+{{- end }}
+
+{{/*
+How a client of the coordinator (worker, cdcnode) reaches it over TLS: the
+flags, the mounts and the volumes (each empty without tls.enabled).
+*/}}
+{{- define "pgcaravan.clientTLSArgs" -}}
+{{- if .Values.tls.enabled -}}
+- --tls-ca=/etc/pgcaravan/tls/ca.crt
+{{- with .Values.tls.serverName }}
+- --tls-server-name={{ . }}
+{{- end }}
+{{- if .Values.tls.mutual }}
+- --tls-cert=/etc/pgcaravan/client-tls/tls.crt
+- --tls-key=/etc/pgcaravan/client-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pgcaravan.clientTLSMounts" -}}
+{{- if .Values.tls.enabled -}}
+- name: tls
+  mountPath: /etc/pgcaravan/tls
+  readOnly: true
+{{- if .Values.tls.mutual }}
+- name: client-tls
+  mountPath: /etc/pgcaravan/client-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pgcaravan.clientTLSVolumes" -}}
+{{- if .Values.tls.enabled -}}
+# Only the CA of the coordinator's certificate, not its key.
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- if .Values.tls.mutual }}
+- name: client-tls
+  secret:
+    secretName: {{ .Values.tls.clientSecret }}
+    defaultMode: 0440
+{{- end }}
 {{- end }}
 {{- end }}
