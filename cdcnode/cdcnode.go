@@ -46,8 +46,11 @@ type Config struct {
 	// DiskFullRetry is how often receiving is retried while the spool's
 	// disk is full.
 	DiskFullRetry time.Duration
-	SegmentSize   int64
-	Apply         apply.Config
+	// StartupRetry is how long a source or target that cannot be reached
+	// at the start is retried before Run gives up.
+	StartupRetry time.Duration
+	SegmentSize  int64
+	Apply        apply.Config
 	// DialOptions add to the gRPC dial options (tests).
 	DialOptions []grpc.DialOption
 }
@@ -57,7 +60,7 @@ func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{Name: fmt.Sprintf("%s/%d", host, os.Getpid()), StatusInterval: time.Second,
 		SyncInterval: 10 * time.Millisecond, ReportInterval: 500 * time.Millisecond,
-		MinBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second, DiskFullRetry: 5 * time.Second,
+		MinBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second, DiskFullRetry: 5 * time.Second, StartupRetry: time.Minute,
 		SegmentSize: 64 << 20, Apply: apply.DefaultConfig()}
 }
 
@@ -159,10 +162,7 @@ func (n *Node) Run(ctx context.Context) error {
 // start checks the databases, opens the spool and starts the stream,
 // apply and report loops.
 func (n *Node) start(ctx context.Context, g *errgroup.Group, w *pb.WatchPhaseResponse) error {
-	if err := n.src.CheckIdentity(ctx, "pgcaravan-cdcnode", w.GetMigrationId(), w.GetSource().GetSystemIdentifier(), w.GetSource().GetDatabase()); err != nil {
-		return err
-	}
-	if err := n.dst.CheckIdentity(ctx, "pgcaravan-cdcnode", w.GetMigrationId(), w.GetTarget().GetSystemIdentifier(), w.GetTarget().GetDatabase()); err != nil {
+	if err := n.checkIdentities(ctx, w); err != nil {
 		return err
 	}
 	sp, err := spool.Open(filepath.Join(n.cfg.Dir, "spool"), spool.Options{SegmentSize: n.cfg.SegmentSize})
@@ -173,11 +173,38 @@ func (n *Node) start(ctx context.Context, g *errgroup.Group, w *pb.WatchPhaseRes
 	if err := n.loadRelations(); err != nil {
 		return err
 	}
+	// Before the applier reads it: a crash may have left part of a
+	// transaction at the spool's tail.
+	if _, err := n.recoverSpool(ctx); err != nil {
+		return err
+	}
 	n.log.Info("following", "slot", w.GetSlotName(), "publications", strings.Join(w.GetPublications(), ","), "dir", n.cfg.Dir)
 	g.Go(func() error { return n.streamLoop(ctx) })
 	g.Go(func() error { return n.applyLoop(ctx) })
 	g.Go(func() error { return n.reportLoop(ctx) })
 	return nil
+}
+
+// checkIdentities makes sure --source and --target are the migration's
+// databases. A server that cannot be reached (a restart) is retried for up
+// to StartupRetry; wrong databases are an error at once.
+func (n *Node) checkIdentities(ctx context.Context, w *pb.WatchPhaseResponse) error {
+	backoff := n.cfg.MinBackoff
+	deadline := time.Now().Add(n.cfg.StartupRetry)
+	for {
+		err := n.src.CheckIdentity(ctx, "pgcaravan-cdcnode", w.GetMigrationId(), w.GetSource().GetSystemIdentifier(), w.GetSource().GetDatabase())
+		if err == nil {
+			err = n.dst.CheckIdentity(ctx, "pgcaravan-cdcnode", w.GetMigrationId(), w.GetTarget().GetSystemIdentifier(), w.GetTarget().GetDatabase())
+		}
+		if err == nil || ctx.Err() != nil || errors.Is(err, pguri.ErrWrongDatabase) || time.Now().After(deadline) {
+			return err
+		}
+		n.log.Warn("cannot reach the databases to check them, retrying", "error", err, "backoff", backoff)
+		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(backoff*2, n.cfg.MaxBackoff)
+	}
 }
 
 // watchLoop keeps the coordinator's state current, reconnecting with backoff.
@@ -303,17 +330,30 @@ func (n *Node) streamOnce(ctx context.Context) error {
 		SyncInterval: n.cfg.SyncInterval, OnRelation: n.saveRelation,
 		WantReply: func() bool { return n.endpos.Load() != 0 && !n.reached.Load() }}
 	n.log.Info("streaming", "slot", cfg.Slot, "from", start)
-	err = stream.Run(ctx, conn, appendTracker{n}, start, cfg, &n.pos)
-	return err
+	return stream.Run(ctx, conn, &appendTracker{n: n, last: n.spool.Durable()}, start, cfg, &n.pos)
 }
 
-// appendTracker clears the disk-full state once appending works again.
-type appendTracker struct{ n *Node }
+// appendTracker keeps the spool's LSNs rising and clears the disk-full
+// state once appending works again.
+//
+// The source does not send LSNs in order: a change carries its own WAL
+// position and a commit the end of its record, so the first change of a
+// transaction that began before the previous one committed comes with a
+// lower LSN than that commit. The spool needs rising LSNs (and Truncate and
+// Remove need distinct ones at transaction ends), so a record that would go
+// back is spooled at one past the previous record. Spool LSNs are only an
+// order: positions reported to the source come from commit messages.
+type appendTracker struct {
+	n    *Node
+	last uint64
+}
 
-func (a appendTracker) Append(lsn uint64, p []byte) error {
+func (a *appendTracker) Append(lsn uint64, p []byte) error {
+	lsn = max(lsn, a.last+1)
 	if err := a.n.spool.Append(lsn, p); err != nil {
 		return err
 	}
+	a.last = lsn
 	if a.n.diskFull.Load() {
 		a.n.diskFull.Store(false)
 		a.n.lastErr.Store("")
@@ -321,37 +361,78 @@ func (a appendTracker) Append(lsn uint64, p []byte) error {
 	}
 	return nil
 }
-func (a appendTracker) Sync() error              { return a.n.spool.Sync() }
-func (a appendTracker) Remove(upTo uint64) error { return a.n.spool.Remove(upTo) }
+func (a *appendTracker) Sync() error              { return a.n.spool.Sync() }
+func (a *appendTracker) Remove(upTo uint64) error { return a.n.spool.Remove(upTo) }
 
-// recoverSpool finds the end of the last durable transaction in the spool
-// (its last durable record is a commit: the stream syncs only there) and
-// drops anything after it. It returns 0 for an empty spool.
+// recoverSpool finds the last whole transaction in the spool, drops
+// anything after it, and returns that transaction's end LSN (0 for a spool
+// without one). Within a process the durable spool ends with a commit (the
+// stream syncs only there); after a crash it may not: records written
+// before the kill are in the page cache and Open keeps them, so the tail
+// can be part of a transaction. Then the spool is read through to find
+// the last commit.
 func (n *Node) recoverSpool(ctx context.Context) (pglogrepl.LSN, error) {
 	last := n.spool.Durable()
 	if last == 0 {
 		return 0, nil
 	}
-	r, err := n.spool.Reader(last)
+	commitLSN, end, err := n.lastCommit(ctx, last)
 	if err != nil {
-		return 0, fmt.Errorf("spool: %w", err)
+		return 0, err
 	}
-	defer r.Close()
-	rec, err := r.Next(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("spool: read the last durable record: %w", err)
+	if commitLSN != last {
+		n.log.Info("spool ends inside a transaction: cutting it off", "last_record", pglogrepl.LSN(last), "last_commit", pglogrepl.LSN(commitLSN))
 	}
-	if len(rec.Payload) == 0 || rec.Payload[0] != 'C' {
-		return 0, fmt.Errorf("spool: the last durable record at %s is not a commit", pglogrepl.LSN(rec.LSN))
+	if err := n.spool.Truncate(commitLSN); err != nil {
+		return 0, fmt.Errorf("spool: truncate after %s: %w", pglogrepl.LSN(commitLSN), err)
 	}
-	var c pglogrepl.CommitMessage
-	if err := c.Decode(rec.Payload[1:]); err != nil {
-		return 0, fmt.Errorf("spool: commit record at %s: %w", pglogrepl.LSN(rec.LSN), err)
+	return end, nil
+}
+
+// lastCommit returns the spool LSN and the transaction end LSN of the last
+// commit record at or before last (both 0 if there is none): the record at
+// last itself when it is a commit, or else the last one a scan of the
+// whole spool finds.
+func (n *Node) lastCommit(ctx context.Context, last uint64) (uint64, pglogrepl.LSN, error) {
+	scan := func(from uint64) (uint64, pglogrepl.LSN, error) {
+		r, err := n.spool.Reader(from)
+		if err != nil {
+			return 0, 0, fmt.Errorf("spool: %w", err)
+		}
+		defer r.Close()
+		// A done context makes Next return what is durable, then stop.
+		done, cancel := context.WithCancel(ctx)
+		cancel()
+		var at uint64
+		var end pglogrepl.LSN
+		for {
+			rec, err := r.Next(done)
+			if err != nil {
+				if ctx.Err() != nil {
+					return 0, 0, ctx.Err()
+				}
+				if errors.Is(err, context.Canceled) {
+					return at, end, nil
+				}
+				return 0, 0, fmt.Errorf("spool: read back after a restart: %w", err)
+			}
+			if rec.LSN > last {
+				return at, end, nil
+			}
+			if len(rec.Payload) > 0 && rec.Payload[0] == 'C' {
+				var c pglogrepl.CommitMessage
+				if err := c.Decode(rec.Payload[1:]); err != nil {
+					return 0, 0, fmt.Errorf("spool: commit record at %s: %w", pglogrepl.LSN(rec.LSN), err)
+				}
+				at, end = rec.LSN, c.TransactionEndLSN
+			}
+		}
 	}
-	if err := n.spool.Truncate(last); err != nil {
-		return 0, fmt.Errorf("spool: truncate after %s: %w", pglogrepl.LSN(last), err)
+	at, end, err := scan(last)
+	if err != nil || at == last {
+		return at, end, err
 	}
-	return c.TransactionEndLSN, nil
+	return scan(0)
 }
 
 // applyLoop starts applying once the backfill is complete, and reconnects
@@ -399,6 +480,12 @@ func (n *Node) applyOnce(ctx context.Context) error {
 		Endpos:   func() pglogrepl.LSN { return pglogrepl.LSN(n.endpos.Load()) },
 		Received: func() pglogrepl.LSN { return pglogrepl.LSN(n.pos.Received.Load()) },
 		Settled:  func() bool { return n.pos.LastCommit.Load() <= n.pos.Flushed.Load() },
+		Resumed: func(origin pglogrepl.LSN) {
+			if origin != 0 && n.pos.Applied.Load() == 0 {
+				n.pos.Applied.Store(uint64(origin))
+			}
+			n.log.Info("applying after the replication origin", "origin", w.GetOriginName(), "lsn", origin)
+		},
 		Applied: func(p apply.Progress) {
 			n.pos.Applied.Store(uint64(p.End))
 			n.pos.AppliedRecord.Store(p.RecordLSN)

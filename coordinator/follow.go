@@ -100,9 +100,28 @@ func (c *Coordinator) createPublications(ctx context.Context, conn *pgx.Conn, ta
 	if err != nil {
 		return nil, nil, fmt.Errorf("source %s: read replica identities: %w", c.src, err)
 	}
-	lacking := map[uint32]bool{}
+	// Unlogged tables write no WAL, so logical decoding never sees their
+	// changes (and PostgreSQL refuses them in a publication): they are
+	// copied as of the snapshot, and later changes are not carried.
+	rows, err = conn.Query(ctx, `SELECT c.oid FROM pg_class c WHERE c.oid = ANY($1) AND c.relpersistence = 'u'`, oids)
+	if err != nil {
+		return nil, nil, fmt.Errorf("source %s: read table persistence: %w", c.src, err)
+	}
+	unloggedOIDs, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		return nil, nil, fmt.Errorf("source %s: read table persistence: %w", c.src, err)
+	}
+	unlogged := map[uint32]bool{}
 	var warnings []string
+	for _, oid := range unloggedOIDs {
+		unlogged[oid] = true
+		warnings = append(warnings, fmt.Sprintf("table %s is UNLOGGED: its rows are copied as of the snapshot, but its changes during the migration are NOT carried to the target (unlogged tables write no WAL); run ALTER TABLE ... SET LOGGED before the migration if they matter", byOID[oid].QualifiedName()))
+	}
+	lacking := map[uint32]bool{}
 	for _, oid := range noIdentity {
+		if unlogged[oid] {
+			continue
+		}
 		t := byOID[oid]
 		q := ident.Qualified(t.Schema, t.Name)
 		if c.cfg.ReplicaIdentityFull {
@@ -118,6 +137,9 @@ func (c *Coordinator) createPublications(ctx context.Context, conn *pgx.Conn, ta
 	var all, ins []string
 	for _, oid := range oids {
 		t := byOID[oid]
+		if unlogged[oid] {
+			continue
+		}
 		if lacking[oid] {
 			ins = append(ins, "ONLY "+ident.Qualified(t.Schema, t.Name))
 		} else {
@@ -130,10 +152,16 @@ func (c *Coordinator) createPublications(ctx context.Context, conn *pgx.Conn, ta
 		tables []string
 		with   string
 	}{{full, all, ""}, {insertOnly, ins, " WITH (publish = 'insert, truncate')"}} {
-		if len(p.tables) == 0 {
+		sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s%s", ident.Quote(p.name), strings.Join(p.tables, ", "), p.with)
+		switch {
+		case len(p.tables) > 0:
+		case p.name == full && len(ins) == 0:
+			// Nothing to publish (no table, or only unlogged ones): the
+			// stream still needs a publication to name.
+			sql = "CREATE PUBLICATION " + ident.Quote(p.name)
+		default:
 			continue
 		}
-		sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s%s", ident.Quote(p.name), strings.Join(p.tables, ", "), p.with)
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			return created, warnings, fmt.Errorf("source %s: create publication %s: %w", c.src, p.name, err)
 		}
@@ -306,15 +334,19 @@ func (c *Coordinator) Cutover(ctx context.Context, endpos string) (*pb.CutoverRe
 	if meta.Phase != store.PhaseFollow && meta.Phase != store.PhaseCutover && meta.Phase != store.PhaseDone {
 		return nil, fmt.Errorf("%w: the backfill is not complete (phase %s); wait until the phase is follow", rpcserver.ErrNotFollowing, meta.Phase)
 	}
-	// 1. The endpos: given, or the source's current WAL flush position.
+	// 1. The endpos: given, or the source's current WAL insert position.
+	// Not the flush position: with synchronous_commit off a transaction is
+	// visible (and so, to the application, committed) before its commit
+	// record is flushed, and an endpos before it would leave it out. The
+	// stream waits for the source to flush and send up to the endpos.
 	conn, err := c.src.Connect(ctx, "pgcaravan-coordinator")
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close(context.Background())
 	if endpos == "" {
-		if err := conn.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text`).Scan(&endpos); err != nil {
-			return nil, fmt.Errorf("source %s: read the WAL flush position: %w", c.src, err)
+		if err := conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&endpos); err != nil {
+			return nil, fmt.Errorf("source %s: read the WAL insert position: %w", c.src, err)
 		}
 	}
 	end, err := pglogrepl.ParseLSN(endpos)
@@ -414,11 +446,16 @@ func DropCDC(ctx context.Context, src, dst pguri.URI, meta store.Meta) ([]string
 		}
 	}
 	for _, p := range meta.Publications {
-		tag, err := s.Exec(ctx, "DROP PUBLICATION IF EXISTS "+ident.Quote(p))
-		if err != nil {
+		var existed bool
+		if err := s.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, p).Scan(&existed); err != nil {
+			return dropped, fmt.Errorf("source %s: look for publication %s: %w", src, p, err)
+		}
+		if !existed {
+			continue
+		}
+		if _, err := s.Exec(ctx, "DROP PUBLICATION IF EXISTS "+ident.Quote(p)); err != nil {
 			return dropped, fmt.Errorf("source %s: drop publication %s: %w", src, p, err)
 		}
-		_ = tag
 		dropped = append(dropped, "publication "+p)
 	}
 	d, err := dst.Connect(ctx, "pgcaravan-cleanup")

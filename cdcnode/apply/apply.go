@@ -54,6 +54,9 @@ type Hooks struct {
 	// Settled says whether every transaction received is durable in the
 	// spool (so an idle reader has seen them all).
 	Settled func() bool
+	// Resumed is told the origin's position when a session starts: every
+	// source transaction ending at or before it is already applied.
+	Resumed func(origin pglogrepl.LSN)
 	// Applied is called after every target commit.
 	Applied func(Progress)
 	// Reached is called once every transaction up to the endpos is applied.
@@ -135,17 +138,23 @@ func Run(ctx context.Context, conn *pgx.Conn, src Source, cfg Config, hooks Hook
 	if origin != nil {
 		a.origin, _ = pglogrepl.ParseLSN(*origin)
 	}
+	if hooks.Resumed != nil {
+		hooks.Resumed(a.origin)
+	}
 	return a.loop(ctx, src)
 }
 
 func (a *applier) loop(ctx context.Context, src Source) error {
 	for {
+		// Read before waiting: if the source had sent past the endpos and
+		// all of it was durable, an idle wait means all of it was read.
+		end, settled := a.settled()
 		rec, err := a.next(ctx, src)
 		if errors.Is(err, errIdle) {
 			if err := a.commit(ctx); err != nil {
 				return err
 			}
-			a.checkReached()
+			a.checkReached(end, settled)
 			continue
 		}
 		if err != nil {
@@ -176,19 +185,23 @@ func (a *applier) next(ctx context.Context, src Source) (Record, error) {
 	return rec, err
 }
 
-// checkReached runs when the reader is idle (everything durable has been
-// read) and reports the endpos once everything up to it is applied: the
-// source has sent past it, every received transaction is durable (so it was
-// read), and none is open.
-func (a *applier) checkReached() {
+// settled says whether the source has sent past the endpos and every
+// transaction received is durable in the spool.
+func (a *applier) settled() (pglogrepl.LSN, bool) {
 	end := a.hooks.Endpos()
-	if a.reached || end == 0 || a.open {
+	return end, end != 0 && a.hooks.Received() >= end && a.hooks.Settled()
+}
+
+// checkReached runs when the reader has been idle (everything durable when
+// the wait began has been read) and reports the endpos once everything up
+// to it is applied: settled held before the wait, for the same endpos, and
+// no transaction is open.
+func (a *applier) checkReached(end pglogrepl.LSN, settled bool) {
+	if a.reached || !settled || a.open || a.hooks.Endpos() != end {
 		return
 	}
-	if a.hooks.Received() >= end && a.hooks.Settled() {
-		a.reached = true
-		a.hooks.Reached()
-	}
+	a.reached = true
+	a.hooks.Reached()
 }
 
 func (a *applier) handle(ctx context.Context, rec Record, msg pglogrepl.Message) error {

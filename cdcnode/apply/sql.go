@@ -101,7 +101,7 @@ func (m match) where(r *relation, first int) string {
 		case m.isNull[j]:
 			conds = append(conds, c.quote+" IS NULL")
 		case c.noEquality:
-			conds = append(conds, fmt.Sprintf("%s::text = $%d", c.quote, n))
+			conds = append(conds, fmt.Sprintf("%s::text = ($%d::%s)::text", c.quote, n, c.typ))
 			n++
 		default:
 			conds = append(conds, fmt.Sprintf("%s = $%d", c.quote, n))

@@ -29,7 +29,10 @@
 //
 // All integers are big-endian, as in the replication protocol. length is the
 // payload's length (so a record takes 16+length bytes). LSN is the WALStart
-// of the XLogData message that carried the payload. CRC is CRC-32C
+// of the XLogData message that carried the payload, raised by the caller to
+// one past the previous record's where the source sent a lower one (the
+// first change of a transaction that began before the previous one
+// committed). CRC is CRC-32C
 // (Castagnoli) of the 8 LSN bytes followed by the payload. The payload is the
 // pgoutput message exactly as received; this package never looks inside it.
 //

@@ -144,10 +144,12 @@ func Run(ctx context.Context, conn *pgconn.PgConn, sp Spool, start pglogrepl.LSN
 				if err != nil {
 					return fmt.Errorf("source: xlog data: %w", err)
 				}
+				if len(x.WALData) == 0 {
+					return fmt.Errorf("source: empty xlog data at %s", x.WALStart)
+				}
 				if err := sp.Append(uint64(x.WALStart), x.WALData); err != nil {
 					return err
 				}
-				storeMax(&pos.Received, uint64(x.WALStart))
 				atCommit = false
 				switch x.WALData[0] {
 				case 'C':
@@ -156,13 +158,17 @@ func Run(ctx context.Context, conn *pgconn.PgConn, sp Spool, start pglogrepl.LSN
 						return fmt.Errorf("source: commit message at %s: %w", x.WALStart, err)
 					}
 					lastCommitEnd, pendingCommit, atCommit = c.TransactionEndLSN, true, true
-					storeMax(&pos.Received, uint64(c.TransactionEndLSN))
+					// LastCommit before Received: the applier reads them in
+					// the other order to decide that every transaction up to
+					// the endpos is durable.
 					pos.LastCommit.Store(uint64(c.TransactionEndLSN))
+					storeMax(&pos.Received, uint64(c.TransactionEndLSN))
 				case 'R':
 					if cfg.OnRelation != nil {
 						cfg.OnRelation(append([]byte(nil), x.WALData...))
 					}
 				}
+				storeMax(&pos.Received, uint64(x.WALStart))
 			}
 		}
 	}
