@@ -80,11 +80,17 @@ type ApplyResult struct {
 	CatchupSeconds   float64 `json:"catchup_seconds"`
 	ChangesPerSecond float64 `json:"changes_per_second"`
 	// LagP50Bytes and LagMaxBytes are the lag samples under the fixed write rate.
-	LagP50Bytes int64  `json:"lag_p50_bytes"`
-	LagMaxBytes int64  `json:"lag_max_bytes"`
-	LagSamples  int    `json:"lag_samples"`
-	Verified    bool   `json:"verified"`
-	Log         string `json:"log_dir,omitempty"`
+	LagP50Bytes int64 `json:"lag_p50_bytes"`
+	LagMaxBytes int64 `json:"lag_max_bytes"`
+	LagSamples  int   `json:"lag_samples"`
+	// SpooledSeconds (pgcaravan only) runs from the cdcnode's start to its
+	// spool holding the whole backlog durably: what streaming alone takes.
+	SpooledSeconds float64 `json:"spooled_seconds,omitempty"`
+	// ConsumerCPUSeconds is the cdcnode process's own CPU over its whole run
+	// (catch-up, lag phase and cutover); pgcaravan only.
+	ConsumerCPUSeconds float64 `json:"consumer_cpu_seconds,omitempty"`
+	Verified           bool    `json:"verified"`
+	Log                string  `json:"log_dir,omitempty"`
 }
 
 // applyRun is one method's apply benchmark.
@@ -96,6 +102,8 @@ type applyRun struct {
 	tgtDB    string
 	dir      string
 	sizes    applySizes
+	// addr is pgcaravan's coordinator, whose status tells the spool's flushed LSN.
+	addr string
 }
 
 // applyBench runs the apply benchmark of every method on a fresh pgbench database.
@@ -147,8 +155,8 @@ func applyBench(ctx context.Context, t tools, src, tgt *pgtest.Cluster, sz apply
 			progress("FAILED: %v", err)
 		} else {
 			res.Verified = r.verify() == nil
-			progress("%d changes in %.1f s: %.0f changes/s; lag under %d tps: p50 %s, max %s; verified %v",
-				res.Changes, res.CatchupSeconds, res.ChangesPerSecond, sz.Rate, kb(res.LagP50Bytes), kb(res.LagMaxBytes), res.Verified)
+			progress("%d changes in %.1f s: %.0f changes/s; lag under %d tps: p50 %s, max %s; spooled in %.1f s; consumer CPU %.1f s; verified %v",
+				res.Changes, res.CatchupSeconds, res.ChangesPerSecond, sz.Rate, kb(res.LagP50Bytes), kb(res.LagMaxBytes), res.SpooledSeconds, res.ConsumerCPUSeconds, res.Verified)
 		}
 		if err := tgt.Exec(context.WithoutCancel(ctx), "postgres", "DROP DATABASE "+pgx.Identifier{r.tgtDB}.Sanitize()+" WITH (FORCE)"); err != nil {
 			progress("drop %s: %v", r.tgtDB, err)
@@ -177,6 +185,7 @@ func (r *applyRun) pgcaravan(res *ApplyResult) error {
 	fleetDone := make(chan error, 1)
 	go func() { fleetDone <- fleet.run() }()
 
+	r.addr = addr
 	if err := r.waitPhase(ctx, addr, "PHASE_FOLLOW", fleetDone); err != nil {
 		return err
 	}
@@ -184,8 +193,12 @@ func (r *applyRun) pgcaravan(res *ApplyResult) error {
 		return err
 	}
 	cdc := newGroup(ctx, nil)
-	cdc.command("pgcaravan cdcnode", filepath.Join(r.dir, "cdcnode.log"), r.tools.pgcaravan, "cdcnode",
+	node := cdc.command("pgcaravan cdcnode", filepath.Join(r.dir, "cdcnode.log"), r.tools.pgcaravan, "cdcnode",
 		"--coordinator", addr, "--source", srcURI, "--target", tgtURI, "--dir", filepath.Join(r.dir, "cdc")).asPgcaravan()
+	if d := os.Getenv("BENCH_PROFILE_DIR"); d != "" {
+		// A Go CPU profile of the cdcnode, for `go tool pprof`.
+		node.cmd.Env = append(node.cmd.Env, "PGCARAVAN_CPUPROFILE="+filepath.Join(d, "cdcnode.pprof"))
+	}
 	cdcDone := make(chan error, 1)
 	started := time.Now()
 	go func() { cdcDone <- cdc.run() }()
@@ -203,7 +216,12 @@ func (r *applyRun) pgcaravan(res *ApplyResult) error {
 	if err := waitDone(ctx, "pgcaravan coordinator and worker", fleetDone); err != nil {
 		return err
 	}
-	return waitDone(ctx, "pgcaravan cdcnode", cdcDone)
+	if err := waitDone(ctx, "pgcaravan cdcnode", cdcDone); err != nil {
+		return err
+	}
+	_, own := cdc.cpu()
+	res.ConsumerCPUSeconds = own.Own.Seconds()
+	return nil
 }
 
 // native: pg_dump | psql copies the database, then a subscription is created disabled
@@ -295,6 +313,20 @@ func (r *applyRun) catchUp(res *ApplyResult, started time.Time, consumerDone <-c
 	}
 	defer conn.Close(context.Background())
 	deadline := time.Now().Add(30 * time.Minute)
+	spooled := make(chan float64, 1)
+	if r.addr != "" {
+		go r.watchSpool(mark, started, spooled)
+	}
+	defer func() {
+		if r.addr == "" {
+			return
+		}
+		select {
+		case s := <-spooled:
+			res.SpooledSeconds = s
+		case <-time.After(2 * time.Second):
+		}
+	}()
 	for {
 		var past bool
 		err := conn.QueryRow(r.ctx, `SELECT coalesce(max(remote_lsn) >= $1::pg_lsn, false) FROM pg_replication_origin_status`, mark).Scan(&past)
@@ -317,6 +349,49 @@ func (r *applyRun) catchUp(res *ApplyResult, started time.Time, consumerDone <-c
 			return errors.New("not caught up within 30 minutes")
 		}
 	}
+}
+
+// watchSpool reports when the cdcnode's spool has durably received the
+// marker, polling the coordinator's status.
+func (r *applyRun) watchSpool(mark string, started time.Time, out chan<- float64) {
+	want, err := parseLSN(mark)
+	if err != nil {
+		return
+	}
+	for time.Since(started) < 30*time.Minute && r.ctx.Err() == nil {
+		b, err := exec.CommandContext(r.ctx, r.tools.pgcaravan, "status", "--coordinator", r.addr, "--json").Output()
+		if err == nil {
+			var s struct {
+				CDC struct {
+					Flushed string `json:"flushedLsn"`
+				} `json:"cdc"`
+			}
+			if json.Unmarshal(b, &s) == nil {
+				if got, err := parseLSN(s.CDC.Flushed); err == nil && got >= want {
+					out <- time.Since(started).Seconds()
+					return
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// parseLSN reads an LSN as PostgreSQL prints it ("16/B374D848").
+func parseLSN(s string) (uint64, error) {
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, fmt.Errorf("not an LSN: %q", s)
+	}
+	h, err := strconv.ParseUint(hi, 16, 32)
+	if err != nil {
+		return 0, err
+	}
+	l, err := strconv.ParseUint(lo, 16, 32)
+	if err != nil {
+		return 0, err
+	}
+	return h<<32 | l, nil
 }
 
 // lag writes at a fixed rate and samples the source's WAL position against the target's

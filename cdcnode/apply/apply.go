@@ -103,6 +103,16 @@ type applier struct {
 	skipping bool
 	curFinal pglogrepl.LSN
 	reached  bool
+
+	// The current wait for records (next).
+	waitCtx    context.Context
+	waitCancel context.CancelFunc
+	waitFor    time.Duration
+
+	// Held updates (coalesce.go).
+	held      map[heldKey]*heldUpdate
+	heldOrder []heldKey
+	heldRels  map[uint32]int
 }
 
 // insertRun collects consecutive inserts into one relation.
@@ -134,13 +144,15 @@ func Run(ctx context.Context, conn *pgx.Conn, src Source, cfg Config, hooks Hook
 		return fmt.Errorf("target: read replication origin %s: %w", cfg.Origin, err)
 	}
 	a := &applier{cfg: cfg, conn: conn, hooks: hooks, relations: map[uint32]*relation{},
-		raw: map[uint32]*pglogrepl.RelationMessage{}, prepared: map[string]string{}}
+		raw: map[uint32]*pglogrepl.RelationMessage{}, prepared: map[string]string{},
+		held: map[heldKey]*heldUpdate{}, heldRels: map[uint32]int{}}
 	if origin != nil {
 		a.origin, _ = pglogrepl.ParseLSN(*origin)
 	}
 	if hooks.Resumed != nil {
 		hooks.Resumed(a.origin)
 	}
+	defer a.stopWait()
 	return a.loop(ctx, src)
 }
 
@@ -170,19 +182,34 @@ func (a *applier) loop(ctx context.Context, src Source) error {
 	}
 }
 
-// next waits for a record; with a transaction open, only MaxDelay.
+// next waits for a record; with a transaction open, only MaxDelay. The
+// wait's context is kept across calls until it expires, since one per
+// record was a tenth of the node's CPU: the source hands out a record it
+// has before it looks at the context, so a deadline that passed while
+// records kept coming only means the first gap ends the wait at once.
 func (a *applier) next(ctx context.Context, src Source) (Record, error) {
 	wait := a.cfg.MaxDelay
 	if !a.open {
 		wait = time.Second // wake up now and then to check the endpos
 	}
-	wctx, cancel := context.WithTimeoutCause(ctx, wait, errIdle)
-	defer cancel()
-	rec, err := src.Next(wctx)
-	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errIdle) {
+	if a.waitCtx == nil || a.waitFor != wait {
+		a.stopWait()
+		a.waitCtx, a.waitCancel = context.WithTimeoutCause(ctx, wait, errIdle)
+		a.waitFor = wait
+	}
+	rec, err := src.Next(a.waitCtx)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(a.waitCtx), errIdle) {
+		a.stopWait()
 		return rec, errIdle
 	}
 	return rec, err
+}
+
+func (a *applier) stopWait() {
+	if a.waitCancel != nil {
+		a.waitCancel()
+	}
+	a.waitCtx, a.waitCancel = nil, nil
 }
 
 // settled says whether the source has sent past the endpos and every
@@ -263,6 +290,9 @@ func (a *applier) handle(ctx context.Context, rec Record, msg pglogrepl.Message)
 		if err != nil {
 			return err
 		}
+		if err := a.flushHeldFor(ctx, r); err != nil {
+			return err
+		}
 		return a.queue(ctx, deleteSQL(r, mt), params)
 	case *pglogrepl.TruncateMessage:
 		if a.skipping {
@@ -279,6 +309,9 @@ func (a *applier) handle(ctx context.Context, rec Record, msg pglogrepl.Message)
 			}
 		}
 		if len(rels) > 0 {
+			if err := a.flushHeldFor(ctx, nil); err != nil {
+				return err
+			}
 			return a.queue(ctx, truncateSQL(rels, m.Option), nil)
 		}
 	}
@@ -321,6 +354,9 @@ func (a *applier) begin() {
 }
 
 func (a *applier) insert(ctx context.Context, r *relation, t *pglogrepl.TupleData) error {
+	if err := a.flushHeldFor(ctx, r); err != nil {
+		return err
+	}
 	if a.run != nil && a.run.rel != r {
 		if err := a.flushRun(ctx); err != nil {
 			return err
@@ -373,6 +409,12 @@ func (a *applier) flushRun(ctx context.Context) error {
 func (a *applier) update(ctx context.Context, r *relation, m *pglogrepl.UpdateMessage) error {
 	full := r.identity == 'f'
 	old := m.OldTuple
+	if old == nil && r.coalesce {
+		return a.hold(ctx, r, m.NewTuple)
+	}
+	if err := a.flushHeldFor(ctx, r); err != nil {
+		return err
+	}
 	if old == nil {
 		old = m.NewTuple // key unchanged: the new tuple's key finds the row
 	}
@@ -464,13 +506,16 @@ func (a *applier) commit(ctx context.Context) error {
 	if !a.open {
 		return nil
 	}
-	if err := a.flushRun(ctx); err != nil {
-		return err
-	}
 	if a.txns == 0 {
 		// Only part of a source transaction so far: it stays open until
 		// its commit arrives.
 		return nil
+	}
+	if err := a.flushHeld(ctx); err != nil {
+		return err
+	}
+	if err := a.flushRun(ctx); err != nil {
+		return err
 	}
 	a.batch.ExecParams(`SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)`,
 		[][]byte{[]byte(a.last.End.String()), []byte(a.last.CommitTime.UTC().Format(time.RFC3339Nano))}, nil, nil, nil)

@@ -34,9 +34,10 @@ CREATE TABLE vk (k varchar(20) PRIMARY KEY, n numeric, a int[], f float8);
 CREATE TABLE wide (id int PRIMARY KEY, c1 int, c2 int, c3 int, c4 int, c5 int, c6 int, c7 int, c8 int, c9 int);
 CREATE TABLE epoch (id int PRIMARY KEY, v text);
 CREATE TABLE trunc (id int PRIMARY KEY, v text);
+CREATE TABLE uq (id int PRIMARY KEY, email text UNIQUE);
 `
 
-var tables = []string{"kv", "full_ri", "ident", "vk", "wide", "epoch", "trunc"}
+var tables = []string{"kv", "full_ri", "ident", "vk", "wide", "epoch", "trunc", "uq"}
 
 // changes run on the source after the slot exists, one transaction per
 // entry. The epoch table's first rows are "copied" to the target at
@@ -66,8 +67,18 @@ var changes = []string{
 	`DELETE FROM vk WHERE k = 'key5'`,
 	// More rows than one INSERT's parameters allow at 100 rows a statement.
 	`INSERT INTO wide SELECT g, g, g, g, g, g, g, g, g, g FROM generate_series(1, 7000) g`,
+	// Many rows of one table setting the same columns: multi-row UPDATEs.
+	`UPDATE wide SET c1 = c1 + 1, c9 = NULL WHERE id <= 257`,
 	`UPDATE epoch SET v = 'after' WHERE id <= 5`,
 	`INSERT INTO epoch SELECT g, 'after' FROM generate_series(11, 20) g`,
+	// A hot row, updated by many transactions: its updates are merged.
+	`UPDATE kv SET v = v || '1' WHERE k = 1`, `UPDATE kv SET v = v || '2' WHERE k = 1`, `UPDATE kv SET v = v || '3' WHERE k = 1`,
+	`UPDATE kv SET v = v || '4' WHERE k = 1`, `UPDATE kv SET v = v || '5' WHERE k = 1`, `UPDATE kv SET big = 'changed' WHERE k = 1`,
+	`UPDATE kv SET v = v || '6' WHERE k = 1`,
+	// A second unique index: values move between rows, and merging or
+	// reordering the updates would collide on it.
+	`INSERT INTO uq VALUES (1, 'a'), (2, 'b')`,
+	`BEGIN; UPDATE uq SET email = 'tmp' WHERE id = 1; UPDATE uq SET email = 'a' WHERE id = 2; UPDATE uq SET email = 'b' WHERE id = 1; COMMIT`,
 	// Inserts into two tables in turn, and a TRUNCATE in the middle.
 	`BEGIN; INSERT INTO trunc VALUES (1, 'a'); INSERT INTO kv VALUES (5000, 'x', 'y'); INSERT INTO trunc VALUES (2, 'b'); COMMIT`,
 	`BEGIN; TRUNCATE trunc; INSERT INTO trunc VALUES (3, 'c'); INSERT INTO kv VALUES (5001, 'x', 'y'); COMMIT`,
@@ -305,6 +316,15 @@ func TestApply(t *testing.T) {
 	if n := f.run(t, newSource(f.records), apply.DefaultConfig(), f.end); n != 0 {
 		t.Errorf("a run over applied records applied %d changes, want 0", n)
 	}
+	f.same(t)
+}
+
+// TestApplyBatched: with the default batching, many source transactions
+// go into one target transaction and held updates go out as multi-row
+// UPDATEs; the result is the same.
+func TestApplyBatched(t *testing.T) {
+	f := setup(t)
+	f.run(t, newSource(f.records), apply.DefaultConfig(), f.end)
 	f.same(t)
 }
 

@@ -35,6 +35,10 @@ type relation struct {
 	identity  uint8 // 'd' default, 'n' nothing, 'f' full, 'i' index
 	columns   []column
 	anyAlways bool
+	// coalesce: the table's one unique or exclusion index is the primary
+	// key changes are matched by, so UPDATEs that keep the key can be
+	// merged (coalesce.go).
+	coalesce bool
 }
 
 // describe builds a relation from its Relation message and the target's
@@ -75,6 +79,13 @@ func describe(ctx context.Context, conn *pgx.Conn, m *pglogrepl.RelationMessage)
 		}
 		r.columns = append(r.columns, col)
 		r.anyAlways = r.anyAlways || at.always
+	}
+	if r.identity == 'd' {
+		err := conn.QueryRow(ctx, `SELECT count(*) = 1 AND bool_and(i.indisprimary)
+			FROM pg_index i WHERE i.indrelid = $1::regclass AND (i.indisunique OR i.indisexclusion)`, r.qualified).Scan(&r.coalesce)
+		if err != nil {
+			return nil, fmt.Errorf("target: describe %s: %w", r.qualified, err)
+		}
 	}
 	return r, nil
 }

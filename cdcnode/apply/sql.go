@@ -2,6 +2,7 @@ package apply
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -129,6 +130,56 @@ func updateSQL(r *relation, set []int, m match) string {
 		fmt.Fprintf(&b, "%s = $%d", r.columns[i].quote, j+1)
 	}
 	b.WriteString(m.where(r, len(set)+1))
+	return b.String()
+}
+
+// updateManySQL updates rows rows of r, each found by its key (the key
+// columns, in m.cols) and given the columns in set, from one VALUES list:
+// (set values..., key values...) per row, each cast to its column's type.
+func updateManySQL(r *relation, set []int, m match, rows int) string {
+	var b strings.Builder
+	b.WriteString("UPDATE ")
+	b.WriteString(r.qualified)
+	b.WriteString(" AS t SET ")
+	for j, i := range set {
+		if j > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s = v.s%d", r.columns[i].quote, j)
+	}
+	b.WriteString(" FROM (VALUES ")
+	n := 1
+	for row := range rows {
+		if row > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for j, i := range append(slices.Clone(set), m.cols...) {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "$%d::%s", n, r.columns[i].typ)
+			n++
+		}
+		b.WriteByte(')')
+	}
+	b.WriteString(") AS v(")
+	for j := range set {
+		fmt.Fprintf(&b, "s%d, ", j)
+	}
+	for j := range m.cols {
+		if j > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "k%d", j)
+	}
+	b.WriteString(") WHERE ")
+	for j, i := range m.cols {
+		if j > 0 {
+			b.WriteString(" AND ")
+		}
+		fmt.Fprintf(&b, "t.%s = v.k%d", r.columns[i].quote, j)
+	}
 	return b.String()
 }
 

@@ -112,9 +112,17 @@ func Run(ctx context.Context, conn *pgconn.PgConn, sp Spool, start pglogrepl.LSN
 		if pendingCommit && atCommit && lastSync.Add(cfg.SyncInterval).Before(deadline) {
 			deadline = lastSync.Add(cfg.SyncInterval)
 		}
-		rctx, cancel := context.WithDeadline(ctx, deadline)
-		raw, err := conn.ReceiveMessage(rctx)
-		cancel()
+		// A read deadline on the socket rather than a context with one:
+		// pgconn watches a cancellable context with a goroutine per call,
+		// which at one call per message was most of the node's CPU. ctx is
+		// checked at least once per deadline instead.
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := conn.Conn().SetReadDeadline(deadline); err != nil {
+			return fmt.Errorf("source: set read deadline: %w", err)
+		}
+		raw, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
