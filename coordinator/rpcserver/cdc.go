@@ -21,6 +21,7 @@ import (
 type Controller interface {
 	Cutover(ctx context.Context, endpos string) (*pb.CutoverResponse, error)
 	Cleanup(ctx context.Context) (*pb.CleanupResponse, error)
+	Prechecker
 }
 
 // cdcHub holds what the cdcnode is told and what it reports.

@@ -9,6 +9,7 @@ package pgcaravanv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -152,6 +153,61 @@ func (x TableState) Number() protoreflect.EnumNumber {
 // Deprecated: Use TableState.Descriptor instead.
 func (TableState) EnumDescriptor() ([]byte, []int) {
 	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+// CheckLevel is the outcome of one precheck.
+type CheckLevel int32
+
+const (
+	CheckLevel_CHECK_LEVEL_UNSPECIFIED CheckLevel = 0
+	CheckLevel_CHECK_LEVEL_PASS        CheckLevel = 1
+	// The migration can run, but read the message.
+	CheckLevel_CHECK_LEVEL_WARN CheckLevel = 2
+	// The migration would fail or do harm: fix this first.
+	CheckLevel_CHECK_LEVEL_FAIL CheckLevel = 3
+)
+
+// Enum value maps for CheckLevel.
+var (
+	CheckLevel_name = map[int32]string{
+		0: "CHECK_LEVEL_UNSPECIFIED",
+		1: "CHECK_LEVEL_PASS",
+		2: "CHECK_LEVEL_WARN",
+		3: "CHECK_LEVEL_FAIL",
+	}
+	CheckLevel_value = map[string]int32{
+		"CHECK_LEVEL_UNSPECIFIED": 0,
+		"CHECK_LEVEL_PASS":        1,
+		"CHECK_LEVEL_WARN":        2,
+		"CHECK_LEVEL_FAIL":        3,
+	}
+)
+
+func (x CheckLevel) Enum() *CheckLevel {
+	p := new(CheckLevel)
+	*p = x
+	return p
+}
+
+func (x CheckLevel) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CheckLevel) Descriptor() protoreflect.EnumDescriptor {
+	return file_pgcaravan_v1_admin_proto_enumTypes[2].Descriptor()
+}
+
+func (CheckLevel) Type() protoreflect.EnumType {
+	return &file_pgcaravan_v1_admin_proto_enumTypes[2]
+}
+
+func (x CheckLevel) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CheckLevel.Descriptor instead.
+func (CheckLevel) EnumDescriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 type StatusRequest struct {
@@ -1694,11 +1750,298 @@ func (x *CleanupResponse) GetDropped() []string {
 	return nil
 }
 
+type PrecheckRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also run the checks --follow needs; they always run on a coordinator
+	// started with --follow.
+	Follow bool `protobuf:"varint,1,opt,name=follow,proto3" json:"follow,omitempty"`
+	// How long to sample the source's WAL write rate; unset means 5s.
+	WalSample *durationpb.Duration `protobuf:"bytes,2,opt,name=wal_sample,json=walSample,proto3" json:"wal_sample,omitempty"`
+	// Transactions open longer than this are reported; unset means 5m.
+	LongTransaction *durationpb.Duration `protobuf:"bytes,3,opt,name=long_transaction,json=longTransaction,proto3" json:"long_transaction,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PrecheckRequest) Reset() {
+	*x = PrecheckRequest{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrecheckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrecheckRequest) ProtoMessage() {}
+
+func (x *PrecheckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrecheckRequest.ProtoReflect.Descriptor instead.
+func (*PrecheckRequest) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PrecheckRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *PrecheckRequest) GetWalSample() *durationpb.Duration {
+	if x != nil {
+		return x.WalSample
+	}
+	return nil
+}
+
+func (x *PrecheckRequest) GetLongTransaction() *durationpb.Duration {
+	if x != nil {
+		return x.LongTransaction
+	}
+	return nil
+}
+
+type PrecheckCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A stable name, e.g. "follow", "replica_identity", "inactive_slots".
+	Name  string     `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Level CheckLevel `protobuf:"varint,2,opt,name=level,proto3,enum=pgcaravan.v1.CheckLevel" json:"level,omitempty"`
+	// What was found, naming the objects.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// What to do; empty on PASS.
+	Hint          string `protobuf:"bytes,4,opt,name=hint,proto3" json:"hint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrecheckCheck) Reset() {
+	*x = PrecheckCheck{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrecheckCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrecheckCheck) ProtoMessage() {}
+
+func (x *PrecheckCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrecheckCheck.ProtoReflect.Descriptor instead.
+func (*PrecheckCheck) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PrecheckCheck) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PrecheckCheck) GetLevel() CheckLevel {
+	if x != nil {
+		return x.Level
+	}
+	return CheckLevel_CHECK_LEVEL_UNSPECIFIED
+}
+
+func (x *PrecheckCheck) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PrecheckCheck) GetHint() string {
+	if x != nil {
+		return x.Hint
+	}
+	return ""
+}
+
+// PrecheckForecast is the arithmetic behind the size checks.
+type PrecheckForecast struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tables, TOAST, indexes and large objects on the source.
+	DataBytes int64 `protobuf:"varint,1,opt,name=data_bytes,json=dataBytes,proto3" json:"data_bytes,omitempty"`
+	// The source's WAL write rate over the sample.
+	WalBytesPerSecond float64 `protobuf:"fixed64,2,opt,name=wal_bytes_per_second,json=walBytesPerSecond,proto3" json:"wal_bytes_per_second,omitempty"`
+	WalSampleMillis   int64   `protobuf:"varint,3,opt,name=wal_sample_millis,json=walSampleMillis,proto3" json:"wal_sample_millis,omitempty"`
+	// The copy rate the estimate assumes (not measured).
+	AssumedCopyBytesPerSecond int64 `protobuf:"varint,4,opt,name=assumed_copy_bytes_per_second,json=assumedCopyBytesPerSecond,proto3" json:"assumed_copy_bytes_per_second,omitempty"`
+	// data_bytes / assumed_copy_bytes_per_second.
+	EstimatedCopyMillis int64 `protobuf:"varint,5,opt,name=estimated_copy_millis,json=estimatedCopyMillis,proto3" json:"estimated_copy_millis,omitempty"`
+	// WAL written during the estimated copy: what the cdcnode spools with
+	// --follow.
+	EstimatedWalBytes int64 `protobuf:"varint,6,opt,name=estimated_wal_bytes,json=estimatedWalBytes,proto3" json:"estimated_wal_bytes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *PrecheckForecast) Reset() {
+	*x = PrecheckForecast{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrecheckForecast) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrecheckForecast) ProtoMessage() {}
+
+func (x *PrecheckForecast) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrecheckForecast.ProtoReflect.Descriptor instead.
+func (*PrecheckForecast) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PrecheckForecast) GetDataBytes() int64 {
+	if x != nil {
+		return x.DataBytes
+	}
+	return 0
+}
+
+func (x *PrecheckForecast) GetWalBytesPerSecond() float64 {
+	if x != nil {
+		return x.WalBytesPerSecond
+	}
+	return 0
+}
+
+func (x *PrecheckForecast) GetWalSampleMillis() int64 {
+	if x != nil {
+		return x.WalSampleMillis
+	}
+	return 0
+}
+
+func (x *PrecheckForecast) GetAssumedCopyBytesPerSecond() int64 {
+	if x != nil {
+		return x.AssumedCopyBytesPerSecond
+	}
+	return 0
+}
+
+func (x *PrecheckForecast) GetEstimatedCopyMillis() int64 {
+	if x != nil {
+		return x.EstimatedCopyMillis
+	}
+	return 0
+}
+
+func (x *PrecheckForecast) GetEstimatedWalBytes() int64 {
+	if x != nil {
+		return x.EstimatedWalBytes
+	}
+	return 0
+}
+
+type PrecheckResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Checks   []*PrecheckCheck       `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
+	Forecast *PrecheckForecast      `protobuf:"bytes,2,opt,name=forecast,proto3" json:"forecast,omitempty"`
+	// Some check is FAIL.
+	Failed        bool `protobuf:"varint,3,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrecheckResponse) Reset() {
+	*x = PrecheckResponse{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrecheckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrecheckResponse) ProtoMessage() {}
+
+func (x *PrecheckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrecheckResponse.ProtoReflect.Descriptor instead.
+func (*PrecheckResponse) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PrecheckResponse) GetChecks() []*PrecheckCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+func (x *PrecheckResponse) GetForecast() *PrecheckForecast {
+	if x != nil {
+		return x.Forecast
+	}
+	return nil
+}
+
+func (x *PrecheckResponse) GetFailed() bool {
+	if x != nil {
+		return x.Failed
+	}
+	return false
+}
+
 var File_pgcaravan_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18pgcaravan/v1/admin.proto\x12\fpgcaravan.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epgcaravan/v1/coordinator.proto\x1a\x17pgcaravan/v1/unit.proto\"\x0f\n" +
+	"\x18pgcaravan/v1/admin.proto\x12\fpgcaravan.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epgcaravan/v1/coordinator.proto\x1a\x17pgcaravan/v1/unit.proto\"\x0f\n" +
 	"\rStatusRequest\"U\n" +
 	"\x0eUnitStateCount\x12-\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x17.pgcaravan.v1.UnitStateR\x05state\x12\x14\n" +
@@ -1830,7 +2173,29 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\rsequences_set\x18\x05 \x01(\x03R\fsequencesSet\"\x10\n" +
 	"\x0eCleanupRequest\"+\n" +
 	"\x0fCleanupResponse\x12\x18\n" +
-	"\adropped\x18\x01 \x03(\tR\adropped*\x9b\x01\n" +
+	"\adropped\x18\x01 \x03(\tR\adropped\"\xa9\x01\n" +
+	"\x0fPrecheckRequest\x12\x16\n" +
+	"\x06follow\x18\x01 \x01(\bR\x06follow\x128\n" +
+	"\n" +
+	"wal_sample\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\twalSample\x12D\n" +
+	"\x10long_transaction\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0flongTransaction\"\x81\x01\n" +
+	"\rPrecheckCheck\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x05level\x18\x02 \x01(\x0e2\x18.pgcaravan.v1.CheckLevelR\x05level\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x12\n" +
+	"\x04hint\x18\x04 \x01(\tR\x04hint\"\xb4\x02\n" +
+	"\x10PrecheckForecast\x12\x1d\n" +
+	"\n" +
+	"data_bytes\x18\x01 \x01(\x03R\tdataBytes\x12/\n" +
+	"\x14wal_bytes_per_second\x18\x02 \x01(\x01R\x11walBytesPerSecond\x12*\n" +
+	"\x11wal_sample_millis\x18\x03 \x01(\x03R\x0fwalSampleMillis\x12@\n" +
+	"\x1dassumed_copy_bytes_per_second\x18\x04 \x01(\x03R\x19assumedCopyBytesPerSecond\x122\n" +
+	"\x15estimated_copy_millis\x18\x05 \x01(\x03R\x13estimatedCopyMillis\x12.\n" +
+	"\x13estimated_wal_bytes\x18\x06 \x01(\x03R\x11estimatedWalBytes\"\x9b\x01\n" +
+	"\x10PrecheckResponse\x123\n" +
+	"\x06checks\x18\x01 \x03(\v2\x1b.pgcaravan.v1.PrecheckCheckR\x06checks\x12:\n" +
+	"\bforecast\x18\x02 \x01(\v2\x1e.pgcaravan.v1.PrecheckForecastR\bforecast\x12\x16\n" +
+	"\x06failed\x18\x03 \x01(\bR\x06failed*\x9b\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPHASE_SCHEMA\x10\x01\x12\x0e\n" +
@@ -1849,7 +2214,13 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\x13TABLE_STATE_COPYING\x10\x02\x12\x18\n" +
 	"\x14TABLE_STATE_INDEXING\x10\x03\x12\x14\n" +
 	"\x10TABLE_STATE_DONE\x10\x04\x12\x16\n" +
-	"\x12TABLE_STATE_FAILED\x10\x052\xd7\x04\n" +
+	"\x12TABLE_STATE_FAILED\x10\x05*k\n" +
+	"\n" +
+	"CheckLevel\x12\x1b\n" +
+	"\x17CHECK_LEVEL_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10CHECK_LEVEL_PASS\x10\x01\x12\x14\n" +
+	"\x10CHECK_LEVEL_WARN\x10\x02\x12\x14\n" +
+	"\x10CHECK_LEVEL_FAIL\x10\x032\xa2\x05\n" +
 	"\fAdminService\x12C\n" +
 	"\x06Status\x12\x1b.pgcaravan.v1.StatusRequest\x1a\x1c.pgcaravan.v1.StatusResponse\x12O\n" +
 	"\n" +
@@ -1859,7 +2230,8 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\x06Resume\x12\x1b.pgcaravan.v1.ResumeRequest\x1a\x1c.pgcaravan.v1.ResumeResponse\x12L\n" +
 	"\tRetryUnit\x12\x1e.pgcaravan.v1.RetryUnitRequest\x1a\x1f.pgcaravan.v1.RetryUnitResponse\x12F\n" +
 	"\aCutover\x12\x1c.pgcaravan.v1.CutoverRequest\x1a\x1d.pgcaravan.v1.CutoverResponse\x12F\n" +
-	"\aCleanup\x12\x1c.pgcaravan.v1.CleanupRequest\x1a\x1d.pgcaravan.v1.CleanupResponseB?Z=github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1;pgcaravanv1b\x06proto3"
+	"\aCleanup\x12\x1c.pgcaravan.v1.CleanupRequest\x1a\x1d.pgcaravan.v1.CleanupResponse\x12I\n" +
+	"\bPrecheck\x12\x1d.pgcaravan.v1.PrecheckRequest\x1a\x1e.pgcaravan.v1.PrecheckResponseB?Z=github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1;pgcaravanv1b\x06proto3"
 
 var (
 	file_pgcaravan_v1_admin_proto_rawDescOnce sync.Once
@@ -1873,85 +2245,98 @@ func file_pgcaravan_v1_admin_proto_rawDescGZIP() []byte {
 	return file_pgcaravan_v1_admin_proto_rawDescData
 }
 
-var file_pgcaravan_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pgcaravan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_pgcaravan_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_pgcaravan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_pgcaravan_v1_admin_proto_goTypes = []any{
 	(Phase)(0),                    // 0: pgcaravan.v1.Phase
 	(TableState)(0),               // 1: pgcaravan.v1.TableState
-	(*StatusRequest)(nil),         // 2: pgcaravan.v1.StatusRequest
-	(*UnitStateCount)(nil),        // 3: pgcaravan.v1.UnitStateCount
-	(*WorkerInfo)(nil),            // 4: pgcaravan.v1.WorkerInfo
-	(*TableStatus)(nil),           // 5: pgcaravan.v1.TableStatus
-	(*FailedUnit)(nil),            // 6: pgcaravan.v1.FailedUnit
-	(*PhaseTiming)(nil),           // 7: pgcaravan.v1.PhaseTiming
-	(*StatusResponse)(nil),        // 8: pgcaravan.v1.StatusResponse
-	(*CDCStatus)(nil),             // 9: pgcaravan.v1.CDCStatus
-	(*ListTablesRequest)(nil),     // 10: pgcaravan.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),    // 11: pgcaravan.v1.ListTablesResponse
-	(*ListUnitsRequest)(nil),      // 12: pgcaravan.v1.ListUnitsRequest
-	(*UnitInfo)(nil),              // 13: pgcaravan.v1.UnitInfo
-	(*ListUnitsResponse)(nil),     // 14: pgcaravan.v1.ListUnitsResponse
-	(*PauseRequest)(nil),          // 15: pgcaravan.v1.PauseRequest
-	(*PauseResponse)(nil),         // 16: pgcaravan.v1.PauseResponse
-	(*ResumeRequest)(nil),         // 17: pgcaravan.v1.ResumeRequest
-	(*ResumeResponse)(nil),        // 18: pgcaravan.v1.ResumeResponse
-	(*RetryUnitRequest)(nil),      // 19: pgcaravan.v1.RetryUnitRequest
-	(*RetryUnitResponse)(nil),     // 20: pgcaravan.v1.RetryUnitResponse
-	(*CutoverRequest)(nil),        // 21: pgcaravan.v1.CutoverRequest
-	(*CutoverResponse)(nil),       // 22: pgcaravan.v1.CutoverResponse
-	(*CleanupRequest)(nil),        // 23: pgcaravan.v1.CleanupRequest
-	(*CleanupResponse)(nil),       // 24: pgcaravan.v1.CleanupResponse
-	(UnitState)(0),                // 25: pgcaravan.v1.UnitState
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(UnitKind)(0),                 // 27: pgcaravan.v1.UnitKind
-	(*DatabaseIdentity)(nil),      // 28: pgcaravan.v1.DatabaseIdentity
-	(*Unit)(nil),                  // 29: pgcaravan.v1.Unit
+	(CheckLevel)(0),               // 2: pgcaravan.v1.CheckLevel
+	(*StatusRequest)(nil),         // 3: pgcaravan.v1.StatusRequest
+	(*UnitStateCount)(nil),        // 4: pgcaravan.v1.UnitStateCount
+	(*WorkerInfo)(nil),            // 5: pgcaravan.v1.WorkerInfo
+	(*TableStatus)(nil),           // 6: pgcaravan.v1.TableStatus
+	(*FailedUnit)(nil),            // 7: pgcaravan.v1.FailedUnit
+	(*PhaseTiming)(nil),           // 8: pgcaravan.v1.PhaseTiming
+	(*StatusResponse)(nil),        // 9: pgcaravan.v1.StatusResponse
+	(*CDCStatus)(nil),             // 10: pgcaravan.v1.CDCStatus
+	(*ListTablesRequest)(nil),     // 11: pgcaravan.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),    // 12: pgcaravan.v1.ListTablesResponse
+	(*ListUnitsRequest)(nil),      // 13: pgcaravan.v1.ListUnitsRequest
+	(*UnitInfo)(nil),              // 14: pgcaravan.v1.UnitInfo
+	(*ListUnitsResponse)(nil),     // 15: pgcaravan.v1.ListUnitsResponse
+	(*PauseRequest)(nil),          // 16: pgcaravan.v1.PauseRequest
+	(*PauseResponse)(nil),         // 17: pgcaravan.v1.PauseResponse
+	(*ResumeRequest)(nil),         // 18: pgcaravan.v1.ResumeRequest
+	(*ResumeResponse)(nil),        // 19: pgcaravan.v1.ResumeResponse
+	(*RetryUnitRequest)(nil),      // 20: pgcaravan.v1.RetryUnitRequest
+	(*RetryUnitResponse)(nil),     // 21: pgcaravan.v1.RetryUnitResponse
+	(*CutoverRequest)(nil),        // 22: pgcaravan.v1.CutoverRequest
+	(*CutoverResponse)(nil),       // 23: pgcaravan.v1.CutoverResponse
+	(*CleanupRequest)(nil),        // 24: pgcaravan.v1.CleanupRequest
+	(*CleanupResponse)(nil),       // 25: pgcaravan.v1.CleanupResponse
+	(*PrecheckRequest)(nil),       // 26: pgcaravan.v1.PrecheckRequest
+	(*PrecheckCheck)(nil),         // 27: pgcaravan.v1.PrecheckCheck
+	(*PrecheckForecast)(nil),      // 28: pgcaravan.v1.PrecheckForecast
+	(*PrecheckResponse)(nil),      // 29: pgcaravan.v1.PrecheckResponse
+	(UnitState)(0),                // 30: pgcaravan.v1.UnitState
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(UnitKind)(0),                 // 32: pgcaravan.v1.UnitKind
+	(*DatabaseIdentity)(nil),      // 33: pgcaravan.v1.DatabaseIdentity
+	(*Unit)(nil),                  // 34: pgcaravan.v1.Unit
+	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
 }
 var file_pgcaravan_v1_admin_proto_depIdxs = []int32{
-	25, // 0: pgcaravan.v1.UnitStateCount.state:type_name -> pgcaravan.v1.UnitState
-	26, // 1: pgcaravan.v1.WorkerInfo.last_seen:type_name -> google.protobuf.Timestamp
+	30, // 0: pgcaravan.v1.UnitStateCount.state:type_name -> pgcaravan.v1.UnitState
+	31, // 1: pgcaravan.v1.WorkerInfo.last_seen:type_name -> google.protobuf.Timestamp
 	1,  // 2: pgcaravan.v1.TableStatus.state:type_name -> pgcaravan.v1.TableState
-	26, // 3: pgcaravan.v1.TableStatus.copy_started_at:type_name -> google.protobuf.Timestamp
-	27, // 4: pgcaravan.v1.FailedUnit.kind:type_name -> pgcaravan.v1.UnitKind
+	31, // 3: pgcaravan.v1.TableStatus.copy_started_at:type_name -> google.protobuf.Timestamp
+	32, // 4: pgcaravan.v1.FailedUnit.kind:type_name -> pgcaravan.v1.UnitKind
 	0,  // 5: pgcaravan.v1.StatusResponse.phase:type_name -> pgcaravan.v1.Phase
-	28, // 6: pgcaravan.v1.StatusResponse.source:type_name -> pgcaravan.v1.DatabaseIdentity
-	28, // 7: pgcaravan.v1.StatusResponse.target:type_name -> pgcaravan.v1.DatabaseIdentity
-	26, // 8: pgcaravan.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	26, // 9: pgcaravan.v1.StatusResponse.finished_at:type_name -> google.protobuf.Timestamp
-	3,  // 10: pgcaravan.v1.StatusResponse.units:type_name -> pgcaravan.v1.UnitStateCount
-	4,  // 11: pgcaravan.v1.StatusResponse.workers:type_name -> pgcaravan.v1.WorkerInfo
-	5,  // 12: pgcaravan.v1.StatusResponse.tables:type_name -> pgcaravan.v1.TableStatus
-	6,  // 13: pgcaravan.v1.StatusResponse.failed_units:type_name -> pgcaravan.v1.FailedUnit
-	7,  // 14: pgcaravan.v1.StatusResponse.timings:type_name -> pgcaravan.v1.PhaseTiming
-	9,  // 15: pgcaravan.v1.StatusResponse.cdc:type_name -> pgcaravan.v1.CDCStatus
-	5,  // 16: pgcaravan.v1.ListTablesResponse.tables:type_name -> pgcaravan.v1.TableStatus
-	25, // 17: pgcaravan.v1.ListUnitsRequest.state:type_name -> pgcaravan.v1.UnitState
-	29, // 18: pgcaravan.v1.UnitInfo.unit:type_name -> pgcaravan.v1.Unit
-	25, // 19: pgcaravan.v1.UnitInfo.state:type_name -> pgcaravan.v1.UnitState
-	26, // 20: pgcaravan.v1.UnitInfo.started_at:type_name -> google.protobuf.Timestamp
-	26, // 21: pgcaravan.v1.UnitInfo.finished_at:type_name -> google.protobuf.Timestamp
-	13, // 22: pgcaravan.v1.ListUnitsResponse.units:type_name -> pgcaravan.v1.UnitInfo
-	2,  // 23: pgcaravan.v1.AdminService.Status:input_type -> pgcaravan.v1.StatusRequest
-	10, // 24: pgcaravan.v1.AdminService.ListTables:input_type -> pgcaravan.v1.ListTablesRequest
-	12, // 25: pgcaravan.v1.AdminService.ListUnits:input_type -> pgcaravan.v1.ListUnitsRequest
-	15, // 26: pgcaravan.v1.AdminService.Pause:input_type -> pgcaravan.v1.PauseRequest
-	17, // 27: pgcaravan.v1.AdminService.Resume:input_type -> pgcaravan.v1.ResumeRequest
-	19, // 28: pgcaravan.v1.AdminService.RetryUnit:input_type -> pgcaravan.v1.RetryUnitRequest
-	21, // 29: pgcaravan.v1.AdminService.Cutover:input_type -> pgcaravan.v1.CutoverRequest
-	23, // 30: pgcaravan.v1.AdminService.Cleanup:input_type -> pgcaravan.v1.CleanupRequest
-	8,  // 31: pgcaravan.v1.AdminService.Status:output_type -> pgcaravan.v1.StatusResponse
-	11, // 32: pgcaravan.v1.AdminService.ListTables:output_type -> pgcaravan.v1.ListTablesResponse
-	14, // 33: pgcaravan.v1.AdminService.ListUnits:output_type -> pgcaravan.v1.ListUnitsResponse
-	16, // 34: pgcaravan.v1.AdminService.Pause:output_type -> pgcaravan.v1.PauseResponse
-	18, // 35: pgcaravan.v1.AdminService.Resume:output_type -> pgcaravan.v1.ResumeResponse
-	20, // 36: pgcaravan.v1.AdminService.RetryUnit:output_type -> pgcaravan.v1.RetryUnitResponse
-	22, // 37: pgcaravan.v1.AdminService.Cutover:output_type -> pgcaravan.v1.CutoverResponse
-	24, // 38: pgcaravan.v1.AdminService.Cleanup:output_type -> pgcaravan.v1.CleanupResponse
-	31, // [31:39] is the sub-list for method output_type
-	23, // [23:31] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	33, // 6: pgcaravan.v1.StatusResponse.source:type_name -> pgcaravan.v1.DatabaseIdentity
+	33, // 7: pgcaravan.v1.StatusResponse.target:type_name -> pgcaravan.v1.DatabaseIdentity
+	31, // 8: pgcaravan.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	31, // 9: pgcaravan.v1.StatusResponse.finished_at:type_name -> google.protobuf.Timestamp
+	4,  // 10: pgcaravan.v1.StatusResponse.units:type_name -> pgcaravan.v1.UnitStateCount
+	5,  // 11: pgcaravan.v1.StatusResponse.workers:type_name -> pgcaravan.v1.WorkerInfo
+	6,  // 12: pgcaravan.v1.StatusResponse.tables:type_name -> pgcaravan.v1.TableStatus
+	7,  // 13: pgcaravan.v1.StatusResponse.failed_units:type_name -> pgcaravan.v1.FailedUnit
+	8,  // 14: pgcaravan.v1.StatusResponse.timings:type_name -> pgcaravan.v1.PhaseTiming
+	10, // 15: pgcaravan.v1.StatusResponse.cdc:type_name -> pgcaravan.v1.CDCStatus
+	6,  // 16: pgcaravan.v1.ListTablesResponse.tables:type_name -> pgcaravan.v1.TableStatus
+	30, // 17: pgcaravan.v1.ListUnitsRequest.state:type_name -> pgcaravan.v1.UnitState
+	34, // 18: pgcaravan.v1.UnitInfo.unit:type_name -> pgcaravan.v1.Unit
+	30, // 19: pgcaravan.v1.UnitInfo.state:type_name -> pgcaravan.v1.UnitState
+	31, // 20: pgcaravan.v1.UnitInfo.started_at:type_name -> google.protobuf.Timestamp
+	31, // 21: pgcaravan.v1.UnitInfo.finished_at:type_name -> google.protobuf.Timestamp
+	14, // 22: pgcaravan.v1.ListUnitsResponse.units:type_name -> pgcaravan.v1.UnitInfo
+	35, // 23: pgcaravan.v1.PrecheckRequest.wal_sample:type_name -> google.protobuf.Duration
+	35, // 24: pgcaravan.v1.PrecheckRequest.long_transaction:type_name -> google.protobuf.Duration
+	2,  // 25: pgcaravan.v1.PrecheckCheck.level:type_name -> pgcaravan.v1.CheckLevel
+	27, // 26: pgcaravan.v1.PrecheckResponse.checks:type_name -> pgcaravan.v1.PrecheckCheck
+	28, // 27: pgcaravan.v1.PrecheckResponse.forecast:type_name -> pgcaravan.v1.PrecheckForecast
+	3,  // 28: pgcaravan.v1.AdminService.Status:input_type -> pgcaravan.v1.StatusRequest
+	11, // 29: pgcaravan.v1.AdminService.ListTables:input_type -> pgcaravan.v1.ListTablesRequest
+	13, // 30: pgcaravan.v1.AdminService.ListUnits:input_type -> pgcaravan.v1.ListUnitsRequest
+	16, // 31: pgcaravan.v1.AdminService.Pause:input_type -> pgcaravan.v1.PauseRequest
+	18, // 32: pgcaravan.v1.AdminService.Resume:input_type -> pgcaravan.v1.ResumeRequest
+	20, // 33: pgcaravan.v1.AdminService.RetryUnit:input_type -> pgcaravan.v1.RetryUnitRequest
+	22, // 34: pgcaravan.v1.AdminService.Cutover:input_type -> pgcaravan.v1.CutoverRequest
+	24, // 35: pgcaravan.v1.AdminService.Cleanup:input_type -> pgcaravan.v1.CleanupRequest
+	26, // 36: pgcaravan.v1.AdminService.Precheck:input_type -> pgcaravan.v1.PrecheckRequest
+	9,  // 37: pgcaravan.v1.AdminService.Status:output_type -> pgcaravan.v1.StatusResponse
+	12, // 38: pgcaravan.v1.AdminService.ListTables:output_type -> pgcaravan.v1.ListTablesResponse
+	15, // 39: pgcaravan.v1.AdminService.ListUnits:output_type -> pgcaravan.v1.ListUnitsResponse
+	17, // 40: pgcaravan.v1.AdminService.Pause:output_type -> pgcaravan.v1.PauseResponse
+	19, // 41: pgcaravan.v1.AdminService.Resume:output_type -> pgcaravan.v1.ResumeResponse
+	21, // 42: pgcaravan.v1.AdminService.RetryUnit:output_type -> pgcaravan.v1.RetryUnitResponse
+	23, // 43: pgcaravan.v1.AdminService.Cutover:output_type -> pgcaravan.v1.CutoverResponse
+	25, // 44: pgcaravan.v1.AdminService.Cleanup:output_type -> pgcaravan.v1.CleanupResponse
+	29, // 45: pgcaravan.v1.AdminService.Precheck:output_type -> pgcaravan.v1.PrecheckResponse
+	37, // [37:46] is the sub-list for method output_type
+	28, // [28:37] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_pgcaravan_v1_admin_proto_init() }
@@ -1966,8 +2351,8 @@ func file_pgcaravan_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgcaravan_v1_admin_proto_rawDesc), len(file_pgcaravan_v1_admin_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   23,
+			NumEnums:      3,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

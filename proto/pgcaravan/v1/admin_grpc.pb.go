@@ -27,6 +27,7 @@ const (
 	AdminService_RetryUnit_FullMethodName  = "/pgcaravan.v1.AdminService/RetryUnit"
 	AdminService_Cutover_FullMethodName    = "/pgcaravan.v1.AdminService/Cutover"
 	AdminService_Cleanup_FullMethodName    = "/pgcaravan.v1.AdminService/Cleanup"
+	AdminService_Precheck_FullMethodName   = "/pgcaravan.v1.AdminService/Precheck"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -54,6 +55,11 @@ type AdminServiceClient interface {
 	// Cleanup drops the slot, the publications, the replication origin and
 	// the target's pgcaravan schema. It is idempotent.
 	Cleanup(ctx context.Context, in *CleanupRequest, opts ...grpc.CallOption) (*CleanupResponse, error)
+	// Precheck checks the coordinator's source and target for what a
+	// migration needs (versions, --follow settings, keys, long transactions,
+	// timeouts, extensions, roles, an empty target, sizes, leftover slots)
+	// and says, for each check, PASS, WARN or FAIL and what to do.
+	Precheck(ctx context.Context, in *PrecheckRequest, opts ...grpc.CallOption) (*PrecheckResponse, error)
 }
 
 type adminServiceClient struct {
@@ -144,6 +150,16 @@ func (c *adminServiceClient) Cleanup(ctx context.Context, in *CleanupRequest, op
 	return out, nil
 }
 
+func (c *adminServiceClient) Precheck(ctx context.Context, in *PrecheckRequest, opts ...grpc.CallOption) (*PrecheckResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrecheckResponse)
+	err := c.cc.Invoke(ctx, AdminService_Precheck_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -169,6 +185,11 @@ type AdminServiceServer interface {
 	// Cleanup drops the slot, the publications, the replication origin and
 	// the target's pgcaravan schema. It is idempotent.
 	Cleanup(context.Context, *CleanupRequest) (*CleanupResponse, error)
+	// Precheck checks the coordinator's source and target for what a
+	// migration needs (versions, --follow settings, keys, long transactions,
+	// timeouts, extensions, roles, an empty target, sizes, leftover slots)
+	// and says, for each check, PASS, WARN or FAIL and what to do.
+	Precheck(context.Context, *PrecheckRequest) (*PrecheckResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -202,6 +223,9 @@ func (UnimplementedAdminServiceServer) Cutover(context.Context, *CutoverRequest)
 }
 func (UnimplementedAdminServiceServer) Cleanup(context.Context, *CleanupRequest) (*CleanupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Cleanup not implemented")
+}
+func (UnimplementedAdminServiceServer) Precheck(context.Context, *PrecheckRequest) (*PrecheckResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Precheck not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -368,6 +392,24 @@ func _AdminService_Cleanup_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Precheck_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrecheckRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Precheck(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Precheck_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Precheck(ctx, req.(*PrecheckRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -406,6 +448,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Cleanup",
 			Handler:    _AdminService_Cleanup_Handler,
+		},
+		{
+			MethodName: "Precheck",
+			Handler:    _AdminService_Precheck_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
