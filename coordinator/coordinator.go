@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/pgcaravan/pgcaravan/coordinator/filter"
 	"github.com/pgcaravan/pgcaravan/coordinator/lease"
 	"github.com/pgcaravan/pgcaravan/coordinator/plan"
 	"github.com/pgcaravan/pgcaravan/coordinator/rpcserver"
@@ -56,6 +57,9 @@ type Config struct {
 	NoACL        bool
 	DropIfExists bool
 	Plan         plan.Options
+	// Filter leaves tables, schemas, indexes, table data and extensions
+	// out of the clone (--filters, --table, --exclude-*); nil copies all.
+	Filter *filter.Filter
 
 	Lease lease.Config
 	// HeartbeatInterval is what workers heartbeat at; well under Lease.TTL.
@@ -109,6 +113,9 @@ func (c Config) Validate() error {
 	}
 	if c.Lease.MaxAttempts < 1 {
 		problems = append(problems, "the delivery limit must be at least 1")
+	}
+	if err := c.Filter.Validate(); err != nil {
+		problems = append(problems, err.Error())
 	}
 	if len(problems) > 0 {
 		return errors.New("coordinator: " + strings.Join(problems, "; "))

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -79,40 +80,61 @@ func (s *heldSnapshot) release(ctx context.Context) {
 // read the catalog, check the target, dump and restore pre-data, plan, and
 // persist the plan. The snapshot stays held on return.
 func (c *Coordinator) setup(ctx context.Context, st *store.Store, rpc *rpcserver.Server) (*heldSnapshot, error) {
+	snap, _, err := c.schemaPhase(ctx, st, rpc)
+	return snap, err
+}
+
+// planned is what the read-only part of the schema phase decided.
+type planned struct {
+	plan plan.Plan
+	meta store.Meta
+}
+
+// schemaPhase is setup; with a nil store it is a dry run (DryRun): it reads
+// the source under a snapshot and dumps its schema into c.cfg.Dir, but
+// creates nothing on either side (no publication, slot, pre-data or
+// done-markers) and persists nothing.
+func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpcserver.Server) (*heldSnapshot, *planned, error) {
+	dry := st == nil
 	started := time.Now()
 	var timings []store.Timing
 	mark := func(name string, since time.Time) {
 		timings = append(timings, store.Timing{Name: name, Millis: time.Since(since).Milliseconds()})
 	}
+	setMigration := func(meta store.Meta) {
+		if rpc != nil {
+			rpc.SetMigration(meta)
+		}
+	}
 	tools, err := schema.FindTools()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	// 1. Connect to both sides and identify them.
 	srcConn, err := c.src.Connect(ctx, "pgcaravan-coordinator")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	snap := &heldSnapshot{conn: srcConn}
 	dstConn, err := c.dst.Connect(ctx, "pgcaravan-coordinator")
 	if err != nil {
-		return snap, err
+		return snap, nil, err
 	}
 	defer dstConn.Close(context.Background())
 	srcID, err := catalog.ReadIdentity(ctx, srcConn)
 	if err != nil {
-		return snap, fmt.Errorf("source %s: %w", c.src, err)
+		return snap, nil, fmt.Errorf("source %s: %w", c.src, err)
 	}
 	dstID, err := catalog.ReadIdentity(ctx, dstConn)
 	if err != nil {
-		return snap, fmt.Errorf("target %s: %w", c.dst, err)
+		return snap, nil, fmt.Errorf("target %s: %w", c.dst, err)
 	}
 	if srcID.SystemID == dstID.SystemID && srcID.Database == dstID.Database {
-		return snap, fmt.Errorf("source and target are the same database (%q on system %s): point --target at another database", srcID.Database, srcID.SystemID)
+		return snap, nil, fmt.Errorf("source and target are the same database (%q on system %s): point --target at another database", srcID.Database, srcID.SystemID)
 	}
 	if err := checkPgDumpVersion(ctx, tools.PgDump, srcID.ServerVersion); err != nil {
-		return snap, err
+		return snap, nil, err
 	}
 	meta := store.Meta{
 		MigrationID: newMigrationID(),
@@ -122,35 +144,41 @@ func (c *Coordinator) setup(ctx context.Context, st *store.Store, rpc *rpcserver
 		Phase:       store.PhaseSchema,
 		StartedAt:   started,
 	}
+	if !c.cfg.Filter.Empty() {
+		meta.Filters = c.cfg.Filter
+	}
 	meta.Options.BinaryCopy = srcID.ServerVersion/10000 == dstID.ServerVersion/10000
-	rpc.SetMigration(meta)
+	setMigration(meta)
 
 	// 2. Export the snapshot from a REPEATABLE READ READ ONLY transaction
 	// that stays open while units need it. With --follow, the publication
-	// comes first and the snapshot is the new slot's (PITFALLS.md).
+	// comes first and the snapshot is the new slot's (PITFALLS.md); the
+	// publication carries the tables the filter keeps.
 	t := time.Now()
 	var published []plan.Table
-	if c.cfg.Follow {
+	follow := c.cfg.Follow && !dry
+	if follow {
 		if err := checkFollow(ctx, srcConn, c.src); err != nil {
-			return snap, err
+			return snap, nil, err
 		}
 		if published, err = catalog.ReadTables(ctx, srcConn); err != nil {
-			return snap, fmt.Errorf("source %s: %w", c.src, err)
+			return snap, nil, fmt.Errorf("source %s: %w", c.src, err)
 		}
+		published = c.publishedTables(published)
 		slot, pub, insertOnly, origin := cdcNames(meta.MigrationID)
 		meta.Follow, meta.Slot, meta.Origin = true, slot, origin
 		pubs, warnings, err := c.createPublications(ctx, srcConn, published, pub, insertOnly)
 		meta.Publications = pubs
 		meta.Warnings = append(meta.Warnings, warnings...)
 		if err != nil {
-			return snap, c.undoFollow(ctx, meta, err)
+			return snap, nil, c.undoFollow(ctx, meta, err)
 		}
 		if err := c.createSlot(ctx, snap, slot, false); err != nil {
-			return snap, c.undoFollow(ctx, meta, err)
+			return snap, nil, c.undoFollow(ctx, meta, err)
 		}
 		meta.StartLSN = snap.lsn
 	} else if err := snap.export(ctx, c.src); err != nil {
-		return snap, err
+		return snap, nil, err
 	}
 	meta.Snapshot = snap.id
 	c.log.Info("snapshot exported", "snapshot", snap.id, "lsn", snap.lsn)
@@ -158,93 +186,128 @@ func (c *Coordinator) setup(ctx context.Context, st *store.Store, rpc *rpcserver
 	// 3. Read the catalog inside the snapshot.
 	in := plan.Input{Options: meta.Options}
 	if in.Tables, err = catalog.ReadTables(ctx, snap.tx); err != nil {
-		return snap, fmt.Errorf("source %s: %w", c.src, err)
+		return snap, nil, fmt.Errorf("source %s: %w", c.src, err)
 	}
 	if in.Sequences, err = catalog.ReadSequences(ctx, snap.tx); err != nil {
-		return snap, fmt.Errorf("source %s: %w", c.src, err)
+		return snap, nil, fmt.Errorf("source %s: %w", c.src, err)
 	}
 	if in.LargeObjects, err = catalog.ReadLargeObjects(ctx, snap.tx); err != nil {
-		return snap, fmt.Errorf("source %s: %w", c.src, err)
+		return snap, nil, fmt.Errorf("source %s: %w", c.src, err)
 	}
-	if c.cfg.Follow && !sameTables(published, in.Tables) {
-		return snap, c.undoFollow(ctx, meta, fmt.Errorf("source %s: tables were created or dropped while the publication was set up; run again", c.src))
+	if follow && !sameTables(published, c.publishedTables(in.Tables)) {
+		return snap, nil, c.undoFollow(ctx, meta, fmt.Errorf("source %s: tables were created or dropped while the publication was set up; run again", c.src))
 	}
 	mark("snapshot and catalog", t)
 
-	// 4. Refuse a target that already has what the clone would create.
-	if err := c.checkTarget(ctx, snap.tx, dstConn); err != nil {
-		return snap, err
-	}
-
-	// 5. Dump the schema under the snapshot and read its table of contents.
+	// 4. Dump the schema under the snapshot and read its table of contents.
 	t = time.Now()
 	dumpFile := filepath.Join(c.cfg.Dir, "schema.dump")
 	if err := tools.Dump(ctx, c.src, dumpFile, schema.DumpOptions{Snapshot: snap.id, ExcludeSchemas: []string{catalog.OwnSchema}}); err != nil {
-		return snap, err
+		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
 	}
 	post, err := tools.List(ctx, dumpFile, schema.PostData)
 	if err != nil {
-		return snap, err
+		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
 	}
 	pre, err := tools.List(ctx, dumpFile, schema.PreData)
 	if err != nil {
-		return snap, err
+		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
 	}
 	mark("schema dump", t)
 
-	// 6. Plan, then give every unit made of dump entries its SQL.
-	t = time.Now()
-	in.PostData = notOurPublications(entriesOf(post), meta.Publications)
-	if err := catalog.Annotate(ctx, snap.tx, in.PostData); err != nil {
-		return snap, fmt.Errorf("source %s: %w", c.src, err)
+	// 5. Apply the filters: what they name and what depends on it is left
+	// out of the dump's entries, the tables and the sequences.
+	kept, err := c.applyFilter(ctx, snap.tx, &in, pre, post)
+	if err != nil {
+		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
 	}
-	in.Matviews = matviews(pre, in.Tables)
+	meta.Warnings = append(meta.Warnings, kept.sel.Warnings...)
+	if follow {
+		if err := checkPublished(published, kept.sel); err != nil {
+			return snap, nil, c.undoFollow(ctx, meta, err)
+		}
+	}
+
+	// 6. Refuse a target that already has what the clone would create.
+	if err := c.checkTarget(ctx, snap.tx, dstConn, kept, pre, post); err != nil {
+		if !dry {
+			return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+		}
+		meta.Warnings = append(meta.Warnings, err.Error())
+	}
+
+	// 7. Plan, then give every unit made of dump entries its SQL.
+	t = time.Now()
+	in.PostData = notOurPublications(entriesOf(kept.post), meta.Publications)
+	if err := catalog.Annotate(ctx, snap.tx, in.PostData); err != nil {
+		return snap, nil, c.undoIfFollow(ctx, follow, meta, fmt.Errorf("source %s: %w", c.src, err))
+	}
+	in.Matviews = matviews(kept.pre, in.Tables)
 	p := plan.Build(in)
 	restoreOpts := schema.RestoreOptions{NoOwner: c.cfg.NoOwner, NoACL: c.cfg.NoACL}
-	if err := fillSQL(ctx, tools, dumpFile, post, p.Units, restoreOpts); err != nil {
-		return snap, err
+	if err := fillSQL(ctx, tools, dumpFile, kept.post, p.Units, restoreOpts); err != nil {
+		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
 	}
 	mark("plan", t)
+	meta.Skipped = p.Skipped
+	if dry {
+		meta.Timings = timings
+		return snap, &planned{plan: p, meta: meta}, nil
+	}
 
-	// 7. Restore pre-data on the target and make the done-marker table.
+	// 8. Restore pre-data on the target (only the kept entries when
+	// filtered) and make the done-marker table.
 	t = time.Now()
 	restoreOpts.Clean = c.cfg.DropIfExists
+	if !c.cfg.Filter.Empty() {
+		restoreOpts.Only = kept.pre
+	}
 	if c.cfg.DropIfExists {
 		if _, err := dstConn.Exec(ctx, dropMarkerSchema); err != nil {
-			return snap, fmt.Errorf("target %s: drop leftover pgcaravan schema: %w", c.dst, err)
+			return snap, nil, fmt.Errorf("target %s: drop leftover pgcaravan schema: %w", c.dst, err)
 		}
 	}
 	if err := tools.RestorePreData(ctx, dumpFile, c.dst, restoreOpts); err != nil {
-		return snap, err
+		return snap, nil, err
 	}
 	if _, err := dstConn.Exec(ctx, createMarkerSchema); err != nil {
-		return snap, fmt.Errorf("target %s: create the pgcaravan schema for done-markers: %w", c.dst, err)
+		return snap, nil, fmt.Errorf("target %s: create the pgcaravan schema for done-markers: %w", c.dst, err)
 	}
-	if c.cfg.Follow {
+	if follow {
 		if err := createOrigin(ctx, dstConn, meta.Origin); err != nil {
-			return snap, fmt.Errorf("target %s: create replication origin %s: %w", c.dst, meta.Origin, err)
+			return snap, nil, fmt.Errorf("target %s: create replication origin %s: %w", c.dst, meta.Origin, err)
 		}
 	}
 	mark("pre-data restore", t)
 
-	// 8. Persist: from here on the store describes the migration.
+	// 9. Persist: from here on the store describes the migration.
 	meta.Phase = store.PhaseCopy
 	meta.Timings = timings
-	meta.Skipped = p.Skipped
 	epoch := store.Epoch{ID: 1, Snapshot: snap.id, LSN: snap.lsn, CreatedAt: time.Now()}
 	if err := st.SavePlan(p, epoch, lease.InitialState); err != nil {
-		return snap, fmt.Errorf("save plan: %w", err)
+		return snap, nil, fmt.Errorf("save plan: %w", err)
 	}
 	if err := st.PutMeta(meta); err != nil {
-		return snap, fmt.Errorf("save migration: %w", err)
+		return snap, nil, fmt.Errorf("save migration: %w", err)
 	}
-	rpc.SetMigration(meta)
+	setMigration(meta)
 	for _, s := range p.Skipped {
 		c.log.Warn("skipped", "reason", s)
 	}
+	for _, w := range kept.sel.Warnings {
+		c.log.Warn("filter matches nothing", "warning", w)
+	}
 	c.log.Info("plan ready", "migration_id", meta.MigrationID, "tables", len(p.Tables), "units", len(p.Units),
 		"schema_millis", time.Since(started).Milliseconds())
-	return snap, nil
+	return snap, &planned{plan: p, meta: meta}, nil
+}
+
+// undoIfFollow is undoFollow for a --follow setup, and cause otherwise.
+func (c *Coordinator) undoIfFollow(ctx context.Context, follow bool, meta store.Meta, cause error) error {
+	if !follow {
+		return cause
+	}
+	return c.undoFollow(ctx, meta, cause)
 }
 
 // undoFollow drops the slot and publications a failed setup created, so it
@@ -280,11 +343,19 @@ func sameTables(a, b []plan.Table) bool {
 }
 
 // checkTarget lists the objects the clone would create that the target
-// already has, and refuses unless --drop-if-exists.
-func (c *Coordinator) checkTarget(ctx context.Context, src pgx.Tx, dst *pgx.Conn) error {
+// already has, and refuses unless --drop-if-exists. Objects the filter
+// leaves out are not created, so they do not count.
+func (c *Coordinator) checkTarget(ctx context.Context, src pgx.Tx, dst *pgx.Conn, kept filtered, pre, post []schema.Entry) error {
 	want, err := catalog.Objects(ctx, src)
 	if err != nil {
 		return fmt.Errorf("source %s: %w", c.src, err)
+	}
+	if len(kept.sel.Excluded) > 0 {
+		skip, err := excludedObjects(ctx, src, pre, post, kept.sel)
+		if err != nil {
+			return fmt.Errorf("source %s: %w", c.src, err)
+		}
+		want = slices.DeleteFunc(want, func(n string) bool { return skip[n] })
 	}
 	have, err := catalog.Objects(ctx, dst)
 	if err != nil {
@@ -328,7 +399,7 @@ func matviews(pre []schema.Entry, tables []plan.Table) []plan.Table {
 	}
 	var out []plan.Table
 	for _, e := range pre {
-		if t, ok := byOID[e.ObjOID]; ok && e.Desc == "MATERIALIZED VIEW" && t.RelKind == "m" && t.Populated {
+		if t, ok := byOID[e.ObjOID]; ok && e.Desc == "MATERIALIZED VIEW" && t.RelKind == "m" && t.Populated && !t.NoData {
 			out = append(out, t)
 		}
 	}

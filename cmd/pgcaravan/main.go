@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -48,6 +49,8 @@ Usage:
   pgcaravan status      (--dir DIR | --coordinator ADDR) [--json]
   pgcaravan retry       --coordinator ADDR (UNIT_ID... | --all-failed)
   pgcaravan verify      --source URI --target URI
+  pgcaravan plan        --source URI --target URI [--filters FILE] [--json] [--list-skipped]
+  pgcaravan precheck    --source URI --target URI [--follow] [--json]   (or --coordinator ADDR)
 
 Connection strings may also come from PGCARAVAN_SOURCE_URI and PGCARAVAN_TARGET_URI.
 Run 'pgcaravan COMMAND -h' for a command's flags.
@@ -72,10 +75,19 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// PGCARAVAN_CPUPROFILE=FILE writes a Go CPU profile of the whole run
+	// (go tool pprof reads it): how make bench finds where the time goes.
+	if path := os.Getenv("PGCARAVAN_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	cmds := map[string]func(context.Context, []string) error{
 		"clone": runClone, "coordinator": runCoordinator, "worker": runWorker,
 		"status": runStatus, "verify": runVerify, "retry": runRetry,
 		"cdcnode": runCDCNode, "cutover": runCutover, "cleanup": runCleanup,
+		"plan":     runPlan,
+		"precheck": runPrecheck,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -160,6 +172,7 @@ func coordinatorFlags(fs *flag.FlagSet, cfg *coordinator.Config) {
 	})
 	fs.IntVar(&cfg.Plan.SplitMaxParts, "split-max-parts", cfg.Plan.SplitMaxParts, "most units one table is cut into")
 	fs.IntVar(&cfg.Plan.CopyJobs, "copy-jobs", cfg.Plan.CopyJobs, "copy units the fleet runs at once, to derive the split size (0: 4, or --table-jobs for clone)")
+	filterFlags(fs, &cfg.Filter)
 	securityFlags(fs, &cfg.Security, "server")
 }
 
@@ -399,7 +412,7 @@ func runCutover(ctx context.Context, args []string) error {
 	var sec rpcsec.Config
 	fs := flag.NewFlagSet("cutover", flag.ContinueOnError)
 	fs.StringVar(&addr, "coordinator", os.Getenv("PGCARAVAN_COORDINATOR"), "the running coordinator's address")
-	fs.StringVar(&endpos, "endpos", "", "apply through this LSN instead of the source's current WAL flush position")
+	fs.StringVar(&endpos, "endpos", "", "apply through this LSN instead of the source's current WAL insert position")
 	securityFlags(fs, &sec, "client")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -502,12 +515,17 @@ func runRetry(ctx context.Context, args []string) error {
 
 func runVerify(ctx context.Context, args []string) error {
 	var c common
+	var opts verify.Options
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	c.register(fs)
+	filterFlags(fs, &opts.Filter)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	rep, err := verify.Compare(ctx, c.source, c.target, verify.Options{})
+	if err := opts.Filter.Validate(); err != nil {
+		return err
+	}
+	rep, err := verify.Compare(ctx, c.source, c.target, opts)
 	if err != nil {
 		return err
 	}

@@ -207,7 +207,7 @@ func tableOf(ctx context.Context, q Querier, e *plan.Entry) uint32 {
 // at or past every value the snapshot's rows use.
 func ReadSequences(ctx context.Context, q Querier) ([]plan.Sequence, error) {
 	rows, err := q.Query(ctx, `
-SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'S' AND `+userSchemas+` AND `+notExtensionMember+`
 ORDER BY n.nspname, c.relname`)
 	if err != nil {
@@ -215,7 +215,7 @@ ORDER BY n.nspname, c.relname`)
 	}
 	seqs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (plan.Sequence, error) {
 		var s plan.Sequence
-		return s, r.Scan(&s.Schema, &s.Name)
+		return s, r.Scan(&s.OID, &s.Schema, &s.Name)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read sequences: %w", err)
@@ -248,29 +248,29 @@ func ReadLargeObjects(ctx context.Context, q Querier) ([]uint32, error) {
 // every database has), relations, types and routines, excluding extension
 // members. Run on both sides, the intersection is the set of conflicts.
 const objectsQuery = `
-SELECT 'schema ' || quote_ident(n.nspname) FROM pg_namespace n
+SELECT n.oid, 'schema ' || quote_ident(n.nspname) FROM pg_namespace n
 WHERE ` + userSchemas + ` AND n.nspname <> 'public'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')
 UNION ALL
-SELECT CASE c.relkind WHEN 'S' THEN 'sequence ' WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view '
+SELECT c.oid, CASE c.relkind WHEN 'S' THEN 'sequence ' WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view '
          WHEN 'i' THEN 'index ' WHEN 'I' THEN 'index ' WHEN 'f' THEN 'foreign table ' ELSE 'table ' END
        || quote_ident(n.nspname) || '.' || quote_ident(c.relname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'i', 'I') AND ` + userSchemas + ` AND ` + notExtensionMember + `
 UNION ALL
-SELECT 'type ' || quote_ident(n.nspname) || '.' || quote_ident(t.typname)
+SELECT t.oid, 'type ' || quote_ident(n.nspname) || '.' || quote_ident(t.typname)
 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
 WHERE t.typtype IN ('e', 'd', 'r', 'm') AND ` + userSchemas + `
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
 UNION ALL
-SELECT 'function ' || quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')'
+SELECT p.oid, 'function ' || quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')'
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE ` + userSchemas + `
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')`
 
 // Objects lists the objects a clone of this database creates, sorted.
 func Objects(ctx context.Context, q Querier) ([]string, error) {
-	rows, err := q.Query(ctx, objectsQuery)
+	rows, err := q.Query(ctx, `SELECT name FROM (`+objectsQuery+`) o(oid, name)`)
 	if err != nil {
 		return nil, fmt.Errorf("list objects: %w", err)
 	}
@@ -279,6 +279,22 @@ func Objects(ctx context.Context, q Querier) ([]string, error) {
 		return nil, fmt.Errorf("list objects: %w", err)
 	}
 	sort.Strings(names)
+	return names, nil
+}
+
+// ObjectNames are the names Objects gives the objects with these OIDs.
+func ObjectNames(ctx context.Context, q Querier, oids []uint32) ([]string, error) {
+	if len(oids) == 0 {
+		return nil, nil
+	}
+	rows, err := q.Query(ctx, `SELECT name FROM (`+objectsQuery+`) o(oid, name) WHERE oid = ANY($1::oid[])`, oids)
+	if err != nil {
+		return nil, fmt.Errorf("list objects: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list objects: %w", err)
+	}
 	return names, nil
 }
 

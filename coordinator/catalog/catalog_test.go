@@ -267,6 +267,14 @@ func TestReadSequences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// OIDs vary from run to run: each must be the sequence's own.
+	for i := range seqs {
+		var name string
+		if err := tx.QueryRow(t.Context(), `SELECT relname FROM pg_class WHERE oid = $1`, seqs[i].OID).Scan(&name); err != nil || name != seqs[i].Name {
+			t.Errorf("sequence %s has OID %d, which is %q (%v)", seqs[i].Name, seqs[i].OID, name, err)
+		}
+		seqs[i].OID = 0
+	}
 	want := []plan.Sequence{
 		{Schema: "Sch ema", Name: `se"q`, LastValue: 3, IsCalled: true},
 		{Schema: "public", Name: "gen_id_seq", LastValue: 2, IsCalled: true},
@@ -427,5 +435,52 @@ func TestConflicts(t *testing.T) {
 				t.Errorf("Conflicts(%q, %q) = %q, want %q", tt.source, tt.target, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestReadFilterCatalog: indexes come with the constraint they back, and
+// identity sequences are told from the others.
+func TestReadFilterCatalog(t *testing.T) {
+	c := startSource(t)
+	tx := snapshotTx(t, c.URI("src"))
+	tables, err := catalog.ReadTables(t.Context(), tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.ReadFilterCatalog(t.Context(), tx, tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cat.Relations) != len(tables) {
+		t.Errorf("%d relations for %d tables", len(cat.Relations), len(tables))
+	}
+	var pkey, weird bool
+	for _, ix := range cat.Indexes {
+		var conname string
+		if ix.ConstraintOID != 0 {
+			if err := tx.QueryRow(t.Context(), `SELECT conname FROM pg_constraint WHERE oid = $1`, ix.ConstraintOID).Scan(&conname); err != nil {
+				t.Fatal(err)
+			}
+		}
+		switch {
+		case ix.Schema == "public" && ix.Name == "plain_pkey":
+			pkey = conname == "plain_pkey"
+		case ix.Schema == "Sch ema" && ix.Name == `we"ird.T_pkey`:
+			weird = conname == `we"ird.T_pkey`
+		}
+	}
+	if !pkey || !weird {
+		t.Errorf("primary key indexes not found with their constraints (plain %t, weird %t): %+v", pkey, weird, cat.Indexes)
+	}
+	var identity []string
+	for _, oid := range cat.IdentitySequences {
+		var name string
+		if err := tx.QueryRow(t.Context(), `SELECT relname FROM pg_class WHERE oid = $1`, oid).Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		identity = append(identity, name)
+	}
+	if !slices.Equal(identity, []string{"gen_id_seq"}) {
+		t.Errorf("identity sequences %q, want [gen_id_seq]", identity)
 	}
 }

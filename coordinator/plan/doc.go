@@ -13,6 +13,11 @@
 // of post-data last; then materialized view refreshes. Sequences and large
 // objects do not wait for anything.
 //
+// Filters are applied before planning (coordinator/filter): the input has
+// no excluded table, entry or sequence, a table whose rows are left out
+// has NoData (no copy unit; what is built on it does not wait), and
+// Input.Skipped carries the reasons, which the plan reports first.
+//
 // # Splitting big tables
 //
 // A table (or leaf partition) whose heap + TOAST bytes exceed the split

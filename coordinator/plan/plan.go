@@ -18,7 +18,7 @@ func Build(in Input) Plan {
 	b.finalUnits()
 	b.sequenceUnit()
 	b.largeObjectUnits()
-	return Plan{Tables: in.Tables, Units: b.units, Skipped: b.skipped}
+	return Plan{Tables: in.Tables, Units: b.units, Skipped: append(append([]string(nil), in.Skipped...), b.skipped...)}
 }
 
 type builder struct {
@@ -141,6 +141,9 @@ func (b *builder) copyUnits() {
 	threshold := SplitThreshold(b.in.Tables, b.opts)
 	for _, t := range b.in.Tables {
 		switch {
+		case t.HasData() && t.NoData:
+			// exclude-table-data: the table and what is built on it are
+			// made, its rows are not copied (Input.Skipped says so).
 		case t.HasData():
 			format := b.format(t)
 			parts := split(t, threshold, b.opts.SplitMaxParts)

@@ -186,6 +186,32 @@ var goldenCases = []struct {
 	{"empty", func() plan.Input { return plan.Input{} }},
 	{"split", splitInput},
 	{"split_derived", splitDerivedInput},
+	{"filtered", filteredInput},
+}
+
+// filteredInput is the shop schema as the coordinator hands it over after
+// a filter: events_2024 excluded (the table, its key, its index and their
+// attachments are gone), orders created without rows
+// ([exclude-table-data]), the order_totals refresh dropped with it, and the
+// reasons passed through to Skipped before the planner's own.
+func filteredInput() plan.Input {
+	in := shopInput()
+	in.Tables = slices.DeleteFunc(in.Tables, func(t plan.Table) bool { return t.OID == oidEvents2024 })
+	for i := range in.Tables {
+		if in.Tables[i].OID == oidOrders {
+			in.Tables[i].NoData = true
+		}
+	}
+	in.PostData = slices.DeleteFunc(in.PostData, func(e plan.Entry) bool {
+		return e.TableOID == oidEvents2024 || e.IndexOID == oidEvents24AtIdx || e.IndexOID == oidEvents24Pkey
+	})
+	in.Matviews = nil
+	in.Skipped = []string{
+		"partition shop.events_2024: excluded by [exclude-table]",
+		"index shop events_2024_at_idx: depends on partition shop.events_2024, which is left out",
+		"table shop.orders: rows not copied, [exclude-table-data]",
+	}
+	return in
 }
 
 // render prints a plan as stable text, one line per unit.

@@ -50,7 +50,7 @@ func SplitThreshold(tables []Table, opts Options) int64 {
 	}
 	var total int64
 	for _, t := range tables {
-		if t.HasData() {
+		if t.HasData() && !t.NoData {
 			total += t.Bytes
 		}
 	}

@@ -57,6 +57,10 @@ type Table struct {
 	SplitKey *SplitKey `json:"split_key,omitempty"`
 	// Populated is pg_class.relispopulated, for materialized views.
 	Populated bool `json:"populated,omitempty"`
+	// NoData tables are created, with their indexes and constraints, but
+	// get no copy unit (a filter's exclude-table-data); a materialized view
+	// is not refreshed.
+	NoData bool `json:"no_data,omitempty"`
 }
 
 // SplitKey is a NOT NULL int2/int4/int8 column with a unique index of its
@@ -118,6 +122,7 @@ type Entry struct {
 
 // Sequence is a sequence and the value it had in the snapshot.
 type Sequence struct {
+	OID       uint32 `json:"oid,omitempty"`
 	Schema    string `json:"schema"`
 	Name      string `json:"name"`
 	LastValue int64  `json:"last_value"`
@@ -136,6 +141,9 @@ type Input struct {
 	// order (which respects their dependencies).
 	Matviews []Table
 	Options  Options
+	// Skipped are what the coordinator left out before planning (filters),
+	// with reasons; the plan reports them first.
+	Skipped []string
 }
 
 // Options shape the plan.

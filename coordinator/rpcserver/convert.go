@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgcaravan/pgcaravan/coordinator/lease"
 	"github.com/pgcaravan/pgcaravan/coordinator/plan"
+	"github.com/pgcaravan/pgcaravan/coordinator/precheck"
 	"github.com/pgcaravan/pgcaravan/coordinator/store"
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
 )
@@ -285,4 +286,37 @@ func StatusFromStore(st *store.Store, now time.Time) (*pb.StatusResponse, error)
 		return nil, err
 	}
 	return BuildStatus(meta, tables, epochs, lease.Snapshot{Units: units, Workers: workers}, now), nil
+}
+
+var levelToProto = map[precheck.Level]pb.CheckLevel{
+	precheck.Pass: pb.CheckLevel_CHECK_LEVEL_PASS,
+	precheck.Warn: pb.CheckLevel_CHECK_LEVEL_WARN,
+	precheck.Fail: pb.CheckLevel_CHECK_LEVEL_FAIL,
+}
+
+// PrecheckToProto converts a precheck's report; the CLI prints the same
+// message as the admin API returns.
+func PrecheckToProto(r precheck.Report) *pb.PrecheckResponse {
+	out := &pb.PrecheckResponse{Failed: r.Failed()}
+	for _, c := range r.Checks {
+		out.Checks = append(out.Checks, &pb.PrecheckCheck{Name: c.Name, Level: levelToProto[c.Level], Message: c.Message, Hint: c.Hint})
+	}
+	f := r.Forecast
+	out.Forecast = &pb.PrecheckForecast{DataBytes: f.DataBytes, WalBytesPerSecond: f.WALBytesPerSecond,
+		WalSampleMillis: f.WALSample.Milliseconds(), AssumedCopyBytesPerSecond: f.AssumedCopyRate,
+		EstimatedCopyMillis: f.EstimatedCopy.Milliseconds(), EstimatedWalBytes: f.EstimatedWALBytes}
+	return out
+}
+
+// PrecheckOptionsFromProto converts a request; unset durations stay zero
+// (the defaults).
+func PrecheckOptionsFromProto(req *pb.PrecheckRequest) precheck.Options {
+	o := precheck.Options{Follow: req.GetFollow()}
+	if d := req.GetWalSample(); d != nil {
+		o.WALSample = d.AsDuration()
+	}
+	if d := req.GetLongTransaction(); d != nil {
+		o.LongTransaction = d.AsDuration()
+	}
+	return o
 }

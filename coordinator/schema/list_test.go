@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -111,7 +112,7 @@ func TestParseListEntries(t *testing.T) {
 			tt.want.Line = tt.line
 			// Names is the line after "ID; CATALOG OID DESC ".
 			tt.want.Names = strings.TrimPrefix(strings.SplitN(tt.line, " ", 4)[3], tt.want.Desc+" ")
-			if got[0] != tt.want {
+			if !reflect.DeepEqual(got[0], tt.want) {
 				t.Errorf("parseList(%q)\n got  %+v\n want %+v", tt.line, got[0], tt.want)
 			}
 		})
@@ -230,5 +231,26 @@ func TestChildEnvDropsCallerPGVariables(t *testing.T) {
 	}
 	if len(pg) != 1 || pg[0] != "PGDATABASE=right" {
 		t.Errorf("PG variables in the child environment = %v, want only PGDATABASE=right", pg)
+	}
+}
+
+// TestParseListDependencies reads the "depends on" lines that
+// pg_restore --list --verbose prints under an entry.
+func TestParseListDependencies(t *testing.T) {
+	in := "217; 1259 16467 TABLE app customers postgres\n;\tdepends on: 7\n" +
+		"3288; 2606 16483 FK CONSTRAINT app orders orders_cust_fkey postgres\n;\tdepends on: 217 3279 219\n" +
+		"3435; 0 0 ENCODING - ENCODING \n"
+	got, err := parseList([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]int{{7}, {217, 3279, 219}, nil}
+	if len(got) != len(want) {
+		t.Fatalf("got %d entries, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !reflect.DeepEqual(got[i].Deps, want[i]) {
+			t.Errorf("entry %d (%s): deps %v, want %v", i, got[i].Desc, got[i].Deps, want[i])
+		}
 	}
 }

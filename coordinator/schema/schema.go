@@ -75,6 +75,9 @@ type RestoreOptions struct {
 	NoACL   bool
 	// Clean drops objects before creating them (--drop-if-exists).
 	Clean bool
+	// Only, when not nil, restricts RestorePreData to these entries (a
+	// filtered clone), through a pg_restore -L list.
+	Only []Entry
 }
 
 func (o RestoreOptions) args() []string {
@@ -95,11 +98,42 @@ func (t Tools) RestorePreData(ctx context.Context, file string, dst pguri.URI, o
 	if opts.Clean {
 		args = append(args, "--clean", "--if-exists")
 	}
+	if opts.Only != nil {
+		listFile, cleanup, err := writeList(opts.Only)
+		if err != nil {
+			return fmt.Errorf("restore pre-data on target %s: %w", dst, err)
+		}
+		defer cleanup()
+		args = append(args, "--use-list="+listFile)
+	}
 	args = append(args, file)
 	if _, err := run(ctx, t.PgRestore, args, dst.LibpqEnv()); err != nil {
 		return fmt.Errorf("restore pre-data on target %s: %w%s", dst, err, hint(err))
 	}
 	return nil
+}
+
+// writeList writes entries as a pg_restore -L list in a temporary file.
+func writeList(entries []Entry) (string, func(), error) {
+	f, err := os.CreateTemp("", "pgcaravan-pre-data-*.list")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup := func() { os.Remove(f.Name()) }
+	var b strings.Builder
+	for _, e := range entries {
+		b.WriteString(e.Line + "\n")
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		f.Close()
+		cleanup()
+		return "", nil, err
+	}
+	if err := f.Close(); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return f.Name(), cleanup, nil
 }
 
 // conninfoDB is a conninfo string naming only the database, so a name with
@@ -140,6 +174,9 @@ type Entry struct {
 	Names string
 	// Line is the entry as pg_restore -l printed it, for a -L list.
 	Line string
+	// Deps are the dump ids of the entries this one depends on, as pg_dump
+	// recorded them (pg_restore --list --verbose).
+	Deps []int `json:"Deps,omitempty"`
 }
 
 // Section is a part of the dump.
@@ -156,7 +193,29 @@ func (t Tools) List(ctx context.Context, file string, section Section) ([]Entry,
 	if err != nil {
 		return nil, fmt.Errorf("list %s of %s: %w", section, file, err)
 	}
-	return parseList(out)
+	entries, err := parseList(out)
+	if err != nil {
+		return nil, err
+	}
+	// With --verbose, pg_restore prints every entry's dependencies, but
+	// also every entry whatever --section says: take the dependencies from
+	// there and the section's entries from the plain list.
+	out, err = run(ctx, t.PgRestore, []string{"--list", "--verbose", file}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("list dependencies of %s: %w", file, err)
+	}
+	all, err := parseList(out)
+	if err != nil {
+		return nil, err
+	}
+	deps := make(map[int][]int, len(all))
+	for _, e := range all {
+		deps[e.DumpID] = e.Deps
+	}
+	for i := range entries {
+		entries[i].Deps = deps[entries[i].DumpID]
+	}
+	return entries, nil
 }
 
 // descs are the entry types pg_dump writes; an entry type has spaces, so the
@@ -182,6 +241,15 @@ func parseList(out []byte) ([]Entry, error) {
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
 		line := sc.Text()
+		if deps, ok := strings.CutPrefix(line, ";\tdepends on:"); ok && len(entries) > 0 {
+			last := &entries[len(entries)-1]
+			for _, f := range strings.Fields(deps) {
+				if id, err := strconv.Atoi(f); err == nil {
+					last.Deps = append(last.Deps, id)
+				}
+			}
+			continue
+		}
 		if line == "" || strings.HasPrefix(line, ";") {
 			continue
 		}

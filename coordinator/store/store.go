@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/pgcaravan/pgcaravan/coordinator/filter"
 	"github.com/pgcaravan/pgcaravan/coordinator/plan"
 )
 
@@ -76,6 +77,8 @@ type Meta struct {
 	FinishedAt time.Time `json:"finished_at,omitempty"`
 	Warnings   []string  `json:"warnings,omitempty"`
 	Skipped    []string  `json:"skipped,omitempty"`
+	// Filters are what the clone was told to leave out.
+	Filters *filter.Filter `json:"filters,omitempty"`
 	// Timings are the coordinator's own steps (snapshot, dump, pre-data).
 	Timings []Timing `json:"timings,omitempty"`
 	// Follow is set for a live migration: the names of what it created on

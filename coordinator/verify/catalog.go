@@ -90,14 +90,16 @@ func (s *side) readTables(ctx context.Context, exclude []string) error {
 			JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE i.inhrelid = c.oid ORDER BY i.inhseqno),
 		ARRAY(SELECT pc.relname FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
 			WHERE i.inhrelid = c.oid ORDER BY i.inhseqno),
-		CASE WHEN c.relkind IN ('r', 'm') THEN pg_table_size(c.oid) ELSE 0 END
+		CASE WHEN c.relkind IN ('r', 'm') THEN pg_table_size(c.oid) ELSE 0 END,
+		c.oid, c.relispartition,
+		ARRAY(SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid ORDER BY i.inhseqno)
 	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE c.relkind IN ('r', 'p', 'm', 'f') AND ` + userSchema + ` AND ` + notExtension("pg_class", "c.oid")
 	return s.each(ctx, sql, []any{exclude}, func(rows pgx.Rows) error {
 		var t table
 		var pSchemas, pNames []string
 		if err := rows.Scan(&t.schema, &t.name, &t.kind, &t.persistence, &t.populated, &t.replIdent,
-			&t.partBound, &t.partKey, &pSchemas, &pNames, &t.size); err != nil {
+			&t.partBound, &t.partKey, &pSchemas, &pNames, &t.size, &t.oid, &t.partition, &t.parentOIDs); err != nil {
 			return err
 		}
 		for i := range pSchemas {

@@ -29,11 +29,15 @@ type tableSum struct {
 }
 
 // compareData counts and checksums, on both sides, every table that holds
-// rows on both sides. jobs tables are done at a time, largest first, each
-// on a pair of sessions that imported the sides' snapshots.
-func compareData(ctx context.Context, src, tgt *side, jobs int) ([]Check, error) {
+// rows on both sides, but those in skip (a filter's exclude-table-data,
+// checked by compareNoData). jobs tables are done at a time, largest first,
+// each on a pair of sessions that imported the sides' snapshots.
+func compareData(ctx context.Context, src, tgt *side, jobs int, skip map[string]bool) ([]Check, error) {
 	var names []string
 	for n, st := range src.tables {
+		if skip[n] {
+			continue
+		}
 		tt, ok := tgt.tables[n]
 		// A table missing on one side, or of another kind, is reported by
 		// the "table" check, and an unpopulated materialized view, which

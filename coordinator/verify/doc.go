@@ -15,8 +15,14 @@
 // major version; across versions a definition may print differently and be
 // reported.
 //
+// With Options.Filter, the source objects a filtered clone leaves out are
+// not expected on the target: the filter names tables, schemas, indexes and
+// extensions, and what depends on them is found on the source's pg_depend
+// (as DROP ... CASCADE would), not with the clone's own rules.
+//
 // verify must not write to either database, take locks beyond the ACCESS
 // SHARE that reading needs, or import any part of the copy path (catalog,
 // plan, schema, worker, ...): it is the independent judge of what that path
-// produced, and shares nothing with it but identifier quoting.
+// produced, and shares nothing with it but identifier quoting and the
+// filter file's meaning (coordinator/filter's parser and name matching).
 package verify

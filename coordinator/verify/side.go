@@ -69,6 +69,9 @@ type side struct {
 
 // table is a relation of kind r, p, m or f.
 type table struct {
+	oid          uint32
+	parentOIDs   []uint32 // pg_inherits parents, in inhseqno order
+	partition    bool
 	schema, name string
 	kind         string // relkind
 	persistence  string // relpersistence

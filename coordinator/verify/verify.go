@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/pgcaravan/pgcaravan/coordinator/filter"
 )
 
 // ownSchema is where pgcaravan keeps its bookkeeping on the target; it is
@@ -22,6 +24,10 @@ type Options struct {
 	ExcludeSchemas []string
 	// Jobs is how many tables are checksummed in parallel; 0 means 2.
 	Jobs int
+	// Filter, when set, is the filter a clone was run with: the source
+	// objects it left out are not expected on the target (see leaveOut),
+	// and tables whose data it left out are expected empty.
+	Filter *filter.Filter
 }
 
 // Check is one comparison of one object between source and target.
@@ -75,29 +81,53 @@ func Compare(ctx context.Context, sourceURI, targetURI string, opts Options) (*R
 	exclude := append([]string{ownSchema}, opts.ExcludeSchemas...)
 
 	// 1. Open one snapshot per side and read its catalog under it. Both
-	// sides are read at the same time.
+	// sides are read at the same time. A filter's schemas are left out on
+	// both sides.
 	src := &side{name: "source", uri: sourceURI}
 	tgt := &side{name: "target", uri: targetURI}
 	defer src.close()
 	defer tgt.close()
 	g, gctx := errgroup.WithContext(ctx)
 	for _, s := range []*side{src, tgt} {
-		g.Go(func() error {
-			if err := s.open(gctx); err != nil {
-				return err
-			}
-			return s.readCatalog(gctx, exclude)
-		})
+		g.Go(func() error { return s.open(gctx) })
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	var filtered []string
+	if !opts.Filter.Empty() {
+		var err error
+		if filtered, err = src.filteredSchemas(ctx, opts.Filter); err != nil {
+			return nil, fmt.Errorf("verify: read source schemas: %w", err)
+		}
+		exclude = append(exclude, filtered...)
+	}
+	g, gctx = errgroup.WithContext(ctx)
+	for _, s := range []*side{src, tgt} {
+		g.Go(func() error { return s.readCatalog(gctx, exclude) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var noData map[string]bool
+	if !opts.Filter.Empty() {
+		var err error
+		if noData, err = src.leaveOut(ctx, opts.Filter, filtered); err != nil {
+			return nil, fmt.Errorf("verify: apply the filter to the source: %w", err)
+		}
+	}
 
-	// 2. Count and checksum every table that holds rows on both sides.
-	data, err := compareData(ctx, src, tgt, opts.Jobs)
+	// 2. Count and checksum every table that holds rows on both sides; a
+	// table whose data the filter left out must be empty on the target.
+	data, err := compareData(ctx, src, tgt, opts.Jobs, noData)
 	if err != nil {
 		return nil, err
 	}
+	empty, err := compareNoData(ctx, tgt, noData)
+	if err != nil {
+		return nil, err
+	}
+	data = append(data, empty...)
 
 	// 3. Compare the catalogs, and put it all in report order.
 	r := &Report{}
