@@ -130,6 +130,12 @@ func (s *Server) WatchPhase(req *pb.WatchPhaseRequest, stream pb.CDCService_Watc
 		ch := h.changed
 		h.mu.Unlock()
 		if cur == nil {
+			s.mu.RLock()
+			settingUp := s.meta == nil || s.meta.Phase == "" || s.meta.Phase == store.PhaseSchema
+			s.mu.RUnlock()
+			if settingUp {
+				return errStarting
+			}
 			return status.Error(codes.FailedPrecondition, "this migration does not follow changes (start the coordinator with --follow)")
 		}
 		if last == nil || !proto.Equal(cur, last) {
