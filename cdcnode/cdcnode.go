@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -120,6 +121,11 @@ func New(cfg Config, logger hclog.Logger) (*Node, error) {
 	n.lastErr.Store("")
 	return n, nil
 }
+
+// ErrSpoolLost means the spool is empty although the source has been told
+// that changes were made durable in it: they are gone, and the slot cannot
+// send them again.
+var ErrSpoolLost = errors.New("cdcnode: the spool's changes are lost")
 
 // errStop ends Run when the coordinator asks the node to stop.
 var errStop = errors.New("cdcnode: stop requested")
@@ -286,6 +292,9 @@ func (n *Node) streamLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, ErrSpoolLost) {
+			return err
+		}
 		wait := backoff
 		var full *spool.DiskFullError
 		if errors.As(err, &full) || errors.Is(err, spool.ErrDiskFull) {
@@ -311,6 +320,13 @@ func (n *Node) streamOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if n.spool.Durable() == 0 {
+		// A spool that ever held a record never becomes empty (the last
+		// segment is always kept), so an empty one is new, or lost.
+		if err := n.checkSpoolNotLost(ctx, w); err != nil {
+			return err
+		}
+	}
 	start, err := n.recoverSpool(ctx)
 	if err != nil {
 		return err
@@ -331,6 +347,53 @@ func (n *Node) streamOnce(ctx context.Context) error {
 		WantReply: func() bool { return n.endpos.Load() != 0 && !n.reached.Load() }}
 	n.log.Info("streaming", "slot", cfg.Slot, "from", start)
 	return stream.Run(ctx, conn, &appendTracker{n: n, last: n.spool.Durable()}, start, cfg, &n.pos)
+}
+
+// checkSpoolNotLost refuses an empty spool when the slot has confirmed a
+// flush past both the slot's start and what the target's origin has
+// applied: the changes in between were only in a spool that is gone (a
+// lost --dir or volume), and the slot will never send them again.
+func (n *Node) checkSpoolNotLost(ctx context.Context, w *pb.WatchPhaseResponse) error {
+	src, err := n.src.Connect(ctx, "pgcaravan-cdcnode")
+	if err != nil {
+		return err
+	}
+	defer src.Close(context.Background())
+	var confirmed *string
+	err = src.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, w.GetSlotName()).Scan(&confirmed)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && confirmed == nil) {
+		return nil // no slot: streaming will say so
+	}
+	if err != nil {
+		return fmt.Errorf("source %s: read slot %s: %w", n.src, w.GetSlotName(), err)
+	}
+	dst, err := n.dst.Connect(ctx, "pgcaravan-cdcnode")
+	if err != nil {
+		return err
+	}
+	defer dst.Close(context.Background())
+	var applied *string
+	err = dst.QueryRow(ctx, `SELECT remote_lsn::text FROM pg_replication_origin_status s
+		JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = $1`, w.GetOriginName()).Scan(&applied)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("target %s: read replication origin %s: %w", n.dst, w.GetOriginName(), err)
+	}
+	have, _ := pglogrepl.ParseLSN(w.GetStartLsn())
+	if applied != nil {
+		if a, err := pglogrepl.ParseLSN(*applied); err == nil && a > have {
+			have = a
+		}
+	}
+	c, err := pglogrepl.ParseLSN(*confirmed)
+	if err != nil || c <= have {
+		return nil
+	}
+	n.log.Error("the spool is empty but the source confirmed changes past what the target has: they are lost",
+		"dir", n.cfg.Dir, "slot", w.GetSlotName(), "confirmed_flush_lsn", c, "target_has", have)
+	return fmt.Errorf("%w: the spool in %s is empty, but slot %s has confirmed changes up to %s and the target has them only up to %s; "+
+		"the changes in between were in a spool that is gone and the slot cannot send them again: restore the cdcnode's --dir, "+
+		"or start the migration over (pgcaravan cleanup, then a new clone into an empty target)",
+		ErrSpoolLost, n.cfg.Dir, w.GetSlotName(), c, have)
 }
 
 // appendTracker keeps the spool's LSNs rising and clears the disk-full

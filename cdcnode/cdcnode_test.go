@@ -3,14 +3,21 @@ package cdcnode
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/pgcaravan/pgcaravan/cdcnode/spool"
+	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
+	"github.com/pgcaravan/pgcaravan/shared/pgtest"
+	"github.com/pgcaravan/pgcaravan/shared/pguri"
 )
 
 func TestMain(m *testing.M) {
@@ -109,5 +116,61 @@ func TestRecoverSpoolWithoutCommit(t *testing.T) {
 	end, err := n.recoverSpool(context.Background())
 	if err != nil || end != 0 || n.spool.Durable() != 0 {
 		t.Errorf("recoverSpool = %s, %v; spool ends at %s; want 0, nil, 0", end, err, pglogrepl.LSN(n.spool.Durable()))
+	}
+}
+
+// TestSpoolLostIsRefused: a cdcnode whose spool is empty refuses to stream
+// once the slot has confirmed changes past what the target's origin has
+// applied (the spool that held them is gone), and streams when nothing is
+// missing: a new slot, or an origin that applied everything confirmed.
+func TestSpoolLostIsRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL: skipped with -short")
+	}
+	ctx := context.Background()
+	src := pgtest.Start(t, pgtest.Options{})
+	dst := pgtest.Start(t, pgtest.Options{})
+	n := testNode(t, t.TempDir())
+	var err error
+	if n.src, n.dst, err = pguri.ParsePair(src.URI("postgres"), dst.URI("postgres")); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, src.URI("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var start string
+	if err := conn.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot('lost', 'pgoutput')`).Scan(&start); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Exec(ctx, "postgres", `SELECT pg_replication_origin_create('lost_origin')`); err != nil {
+		t.Fatal(err)
+	}
+	w := &pb.WatchPhaseResponse{SlotName: "lost", StartLsn: start, OriginName: "lost_origin"}
+
+	// 1. A new slot: nothing is missing.
+	if err := n.checkSpoolNotLost(ctx, w); err != nil {
+		t.Fatalf("new slot: %v", err)
+	}
+	// 2. The slot confirmed changes the target never got.
+	var confirmed string
+	err = conn.QueryRow(ctx, `SELECT (pg_replication_slot_advance('lost', pg_switch_wal())).end_lsn::text`).Scan(&confirmed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = n.checkSpoolNotLost(ctx, w)
+	if !errors.Is(err, ErrSpoolLost) || !strings.Contains(err.Error(), "start the migration over") {
+		t.Fatalf("confirmed %s past the start %s with nothing applied: got %v, want ErrSpoolLost saying what to do", confirmed, start, err)
+	}
+	// 3. The target's origin applied everything confirmed: nothing is missing.
+	if err := dst.Exec(ctx, "postgres", fmt.Sprintf(`SELECT pg_replication_origin_advance('lost_origin', '%s')`, confirmed)); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.checkSpoolNotLost(ctx, w); err != nil {
+		t.Fatalf("origin at the confirmed position: %v", err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot('lost')`); err != nil {
+		t.Fatal(err)
 	}
 }
