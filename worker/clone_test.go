@@ -301,7 +301,6 @@ func TestCloneData(t *testing.T) {
 	})
 }
 
-
 // TestWorkerRefusesWrongDatabase: a worker whose --source or --target is
 // not the coordinator's database stops with ErrWrongDatabase before it
 // takes a unit; a right worker then finishes the migration.
