@@ -162,6 +162,8 @@ func TestAnnotateQuotedNames(t *testing.T) {
 CREATE SCHEMA "Sch ema";
 CREATE TABLE "Sch ema"."we""ird.T" ("Col ""1""" int PRIMARY KEY, "ü" text);
 CREATE INDEX "i x" ON "Sch ema"."we""ird.T" ("ü");
+CREATE INDEX "i expr" ON "Sch ema"."we""ird.T" (lower("ü"), "Col ""1""");
+CREATE INDEX "i hash" ON "Sch ema"."we""ird.T" USING hash ("ü");
 CREATE TABLE ref (id int, w int,
 	CONSTRAINT "ref key" UNIQUE (id) DEFERRABLE INITIALLY DEFERRED,
 	CONSTRAINT "ref → w" FOREIGN KEY (w) REFERENCES "Sch ema"."we""ird.T" DEFERRABLE);
@@ -186,7 +188,25 @@ ALTER TABLE nv ADD CONSTRAINT nv_positive CHECK (a > 0) NOT VALID;`)
 			t.Errorf("INDEX %s: TableOID %d, want %d", e.Tag, e.TableOID, weird)
 		}
 	}
+	shapes := map[uint32]plan.IndexShape{}
+	for _, e := range entries {
+		if e.Desc == "INDEX" {
+			shapes[e.IndexOID] = e.IndexShape
+		}
+	}
+	for name, want := range map[string]plan.IndexShape{
+		`"Sch ema"."i x"`:    {Method: "btree", Keys: 1},
+		`"Sch ema"."i expr"`: {Method: "btree", Keys: 2, Expressions: true},
+		`"Sch ema"."i hash"`: {Method: "hash", Keys: 1},
+	} {
+		if got := shapes[oidOf(t, tx, name)]; got != want {
+			t.Errorf("index %s: shape %+v, want %+v", name, got, want)
+		}
+	}
 	pk := byCon[`we"ird.T_pkey`]
+	if want := (plan.IndexShape{Method: "btree", Keys: 1}); pk.IndexShape != want {
+		t.Errorf("primary key's index: shape %+v, want %+v", pk.IndexShape, want)
+	}
 	if pk.ConType != "p" || pk.TableOID != weird || !strings.HasPrefix(pk.IndexDef, `CREATE UNIQUE INDEX "we""ird.T_pkey" ON "Sch ema"."we""ird.T"`) {
 		t.Errorf("primary key of the quoted table: %+v", pk)
 	}

@@ -107,19 +107,24 @@ func Annotate(ctx context.Context, q Querier, entries []plan.Entry) error {
 	indexTable := map[uint32]uint32{}
 	indexParent := map[uint32]uint32{}
 	indexByName := map[string]uint32{}
+	indexShape := map[uint32]plan.IndexShape{}
 	rows, err := q.Query(ctx, `
 SELECT i.indexrelid, i.indrelid, n.nspname, c.relname,
-       coalesce((SELECT h.inhparent FROM pg_inherits h WHERE h.inhrelid = i.indexrelid), 0)
+       coalesce((SELECT h.inhparent FROM pg_inherits h WHERE h.inhrelid = i.indexrelid), 0),
+       a.amname, i.indnkeyatts, i.indexprs IS NOT NULL
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+     JOIN pg_am a ON a.oid = c.relam
 WHERE `+userSchemas)
 	if err != nil {
 		return fmt.Errorf("read indexes: %w", err)
 	}
 	var idx, tbl, parent uint32
 	var schema, name string
-	_, err = pgx.ForEachRow(rows, []any{&idx, &tbl, &schema, &name, &parent}, func() error {
+	var shape plan.IndexShape
+	_, err = pgx.ForEachRow(rows, []any{&idx, &tbl, &schema, &name, &parent, &shape.Method, &shape.Keys, &shape.Expressions}, func() error {
 		indexTable[idx] = tbl
 		indexByName[schema+"\x00"+name] = idx
+		indexShape[idx] = shape
 		if parent != 0 {
 			indexParent[idx] = parent
 		}
@@ -134,6 +139,7 @@ WHERE `+userSchemas)
 		case "INDEX":
 			e.IndexOID = e.ObjOID
 			e.TableOID = indexTable[e.ObjOID]
+			e.IndexShape = indexShape[e.IndexOID]
 		case "CONSTRAINT", "CHECK CONSTRAINT", "FK CONSTRAINT":
 			var indexDef *string
 			err := q.QueryRow(ctx, `
@@ -147,6 +153,7 @@ FROM pg_constraint WHERE oid = $1`, e.ObjOID).Scan(&e.TableOID, &e.RefTableOID, 
 			if indexDef != nil {
 				e.IndexDef = *indexDef
 			}
+			e.IndexShape = indexShape[e.IndexOID]
 		case "INDEX ATTACH":
 			// The entry names the child index (it has no OID); pg_inherits
 			// gives its parent.

@@ -212,7 +212,7 @@ func (b *builder) postDataUnits() {
 		switch e.Desc {
 		case "INDEX":
 			id := b.add(Unit{Kind: KindIndex, TableOID: e.TableOID, Description: e.Tag,
-				DumpIDs: []int{e.DumpID}, Transactional: true, DependsOn: b.leafCopies(e.TableOID), Size: size})
+				DumpIDs: []int{e.DumpID}, Transactional: true, DependsOn: b.leafCopies(e.TableOID), Size: e.IndexShape.BuildCost(size)})
 			b.built[e.TableOID] = append(b.built[e.TableOID], id)
 			b.creator[e.IndexOID] = id
 			b.ddl = append(b.ddl, id)
@@ -221,7 +221,7 @@ func (b *builder) postDataUnits() {
 				// Build the index as a unit of its own, so it runs beside
 				// the table's other index builds, then attach it.
 				idx := b.add(Unit{Kind: KindIndex, TableOID: e.TableOID, Description: e.ConName,
-					SQL: e.IndexDef + ";", Transactional: true, DependsOn: b.leafCopies(e.TableOID), Size: size})
+					SQL: e.IndexDef + ";", Transactional: true, DependsOn: b.leafCopies(e.TableOID), Size: e.IndexShape.BuildCost(size)})
 				b.built[e.TableOID] = append(b.built[e.TableOID], idx)
 				b.ddl = append(b.ddl, idx)
 				id := b.add(Unit{Kind: KindConstraint, TableOID: e.TableOID, Description: e.ConName,

@@ -935,3 +935,36 @@ func TestMultiLevelPartitions(t *testing.T) {
 		t.Errorf("mid index deps %v, want [1]", p.Units[3].DependsOn)
 	}
 }
+
+// TestIndexBuildCost checks that a table's costliest index build is ranked
+// first: the broker leases the largest ready unit, so an expression or GIN
+// index starts beside the cheap ones instead of after them.
+func TestIndexBuildCost(t *testing.T) {
+	in := plan.Input{
+		Tables: []plan.Table{{OID: 1, Schema: "s", Name: "t", RelKind: "r", Bytes: 1 << 30}},
+		PostData: []plan.Entry{
+			{DumpID: 1, Desc: "INDEX", Tag: "t_at_idx", TableOID: 1, IndexOID: 10, IndexShape: plan.IndexShape{Method: "btree", Keys: 1}},
+			{DumpID: 2, Desc: "INDEX", Tag: "t_kind_idx", TableOID: 1, IndexOID: 11, IndexShape: plan.IndexShape{Method: "btree", Keys: 2, Expressions: true}},
+			{DumpID: 3, Desc: "INDEX", Tag: "t_doc_idx", TableOID: 1, IndexOID: 12, IndexShape: plan.IndexShape{Method: "gin", Keys: 1}},
+			{DumpID: 4, Desc: "INDEX", Tag: "t_pair_idx", TableOID: 1, IndexOID: 13, IndexShape: plan.IndexShape{Method: "btree", Keys: 2}},
+			{DumpID: 5, Desc: "INDEX", Tag: "t_range_idx", TableOID: 1, IndexOID: 14, IndexShape: plan.IndexShape{Method: "brin", Keys: 1}},
+			{DumpID: 6, Desc: "INDEX", Tag: "t_old_plan_idx", TableOID: 1, IndexOID: 15},
+		},
+	}
+	size := map[string]int64{}
+	for _, u := range plan.Build(in).Units {
+		if u.Kind == plan.KindIndex {
+			size[u.Description] = u.Size
+		}
+	}
+	order := []string{"t_doc_idx", "t_kind_idx", "t_pair_idx", "t_at_idx", "t_range_idx"}
+	for i := 1; i < len(order); i++ {
+		if size[order[i-1]] <= size[order[i]] {
+			t.Errorf("%s ranks %d, not above %s's %d", order[i-1], size[order[i-1]], order[i], size[order[i]])
+		}
+	}
+	// A plan stored before shapes were recorded ranks by table size, as before.
+	if size["t_old_plan_idx"] != 1<<30 || size["t_at_idx"] != 1<<30 {
+		t.Errorf("unknown shape ranks %d and a one-column btree %d, want the table's %d bytes", size["t_old_plan_idx"], size["t_at_idx"], 1<<30)
+	}
+}

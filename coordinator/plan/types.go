@@ -118,6 +118,45 @@ type Entry struct {
 	IndexDef   string `json:"indexdef,omitempty"`
 	Deferrable bool   `json:"deferrable,omitempty"`
 	Deferred   bool   `json:"deferred,omitempty"`
+	// IndexShape describes the index an INDEX entry creates or a PRIMARY
+	// KEY or UNIQUE constraint is backed by, to rank its build's cost.
+	IndexShape IndexShape `json:"index_shape,omitzero"`
+}
+
+// IndexShape is what makes one index build slower than another on the
+// same table.
+type IndexShape struct {
+	// Method is the access method: btree, hash, gist, gin, spgist, brin.
+	Method string `json:"method,omitempty"`
+	// Keys is the number of key columns (pg_index.indnkeyatts).
+	Keys int `json:"keys,omitempty"`
+	// Expressions is true when a key is an expression, evaluated for
+	// every row during the build.
+	Expressions bool `json:"expressions,omitempty"`
+}
+
+// BuildCost estimates the work of building an index of this shape on
+// tableBytes of data, in the units of Unit.Size (bytes scanned, weighted).
+// Every build scans the whole table; an expression is evaluated per row,
+// more key columns mean wider tuples to sort, and GIN and GiST builds do
+// far more work per row than a btree sort. Only the order matters: the
+// broker starts the costliest ready build first, so the longest build of a
+// table does not start last and run alone.
+func (s IndexShape) BuildCost(tableBytes int64) int64 {
+	weight := 4 // quarters
+	if s.Keys > 1 {
+		weight += s.Keys - 1
+	}
+	if s.Expressions {
+		weight += 4
+	}
+	switch s.Method {
+	case "gin", "gist", "spgist":
+		weight *= 3
+	case "brin":
+		weight = 2
+	}
+	return tableBytes / 4 * int64(weight)
 }
 
 // Sequence is a sequence and the value it had in the snapshot.
