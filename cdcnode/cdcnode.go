@@ -52,6 +52,13 @@ type Config struct {
 	StartupRetry time.Duration
 	SegmentSize  int64
 	Apply        apply.Config
+	// MetricsListen serves Prometheus /metrics, and the /healthz and
+	// /readyz probes, on one HTTP address; empty disables them.
+	MetricsListen string
+	// WedgedAfter is how long the stream or report loop may go without a
+	// turn before /healthz says the node is wedged. Both turn at least
+	// every StatusInterval, ReportInterval, MaxBackoff or DiskFullRetry.
+	WedgedAfter time.Duration
 	// DialOptions add to the gRPC dial options (tests).
 	DialOptions []grpc.DialOption
 }
@@ -62,7 +69,7 @@ func DefaultConfig() Config {
 	return Config{Name: fmt.Sprintf("%s/%d", host, os.Getpid()), StatusInterval: time.Second,
 		SyncInterval: 10 * time.Millisecond, ReportInterval: 500 * time.Millisecond,
 		MinBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second, DiskFullRetry: 5 * time.Second, StartupRetry: time.Minute,
-		SegmentSize: 64 << 20, Apply: apply.DefaultConfig()}
+		SegmentSize: 64 << 20, Apply: apply.DefaultConfig(), WedgedAfter: 5 * time.Minute}
 }
 
 // Validate checks the configuration.
@@ -76,6 +83,9 @@ func (c Config) Validate() error {
 	}
 	if c.StatusInterval <= 0 || c.SyncInterval <= 0 || c.ReportInterval <= 0 || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff {
 		problems = append(problems, "intervals and backoffs must be positive")
+	}
+	if c.MetricsListen != "" && c.WedgedAfter <= max(c.StatusInterval, c.ReportInterval, c.MaxBackoff, c.DiskFullRetry) {
+		problems = append(problems, fmt.Sprintf("WedgedAfter (%s) must be longer than every interval and backoff, or /healthz fails a node that is only waiting", c.WedgedAfter))
 	}
 	if len(problems) > 0 {
 		return errors.New("cdcnode: " + strings.Join(problems, "; "))
@@ -105,6 +115,7 @@ type Node struct {
 	lastErr       atomic.Value // string
 	relations     map[uint32][]byte
 	relationsMu   sync.Mutex
+	ops           ops
 }
 
 // New checks the configuration; nothing is opened until Run.
@@ -146,6 +157,14 @@ func (n *Node) Run(ctx context.Context) error {
 	n.client = pb.NewCDCServiceClient(conn)
 
 	g, gctx := errgroup.WithContext(ctx)
+	if n.cfg.MetricsListen != "" {
+		ms, err := n.listenOps()
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return ms.Serve(gctx) })
+		n.log.Info("metrics listening", "addr", ms.Addr())
+	}
 	g.Go(func() error { return n.watchLoop(gctx) })
 	first, err := n.waitState(gctx, func(w *pb.WatchPhaseResponse) bool { return w != nil })
 	if err == nil {
@@ -176,6 +195,8 @@ func (n *Node) start(ctx context.Context, g *errgroup.Group, w *pb.WatchPhaseRes
 		return fmt.Errorf("cdcnode: open spool in %s: %w", n.cfg.Dir, err)
 	}
 	n.spool = sp
+	// After n.spool is set: scrapes read the spool once this is true.
+	n.ops.started.Store(true)
 	if err := n.loadRelations(); err != nil {
 		return err
 	}
@@ -224,15 +245,18 @@ func (n *Node) watchLoop(ctx context.Context) error {
 				break
 			}
 			backoff = n.cfg.MinBackoff
+			n.ops.coordinator.Store(true)
 			n.setState(w)
 			if w.GetStop() {
 				n.log.Info("the coordinator asked the node to stop")
 				return errStop
 			}
 		}
+		n.ops.coordinator.Store(false)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		n.ops.reconnects[peerCoordinator].Add(1)
 		n.log.Warn("coordinator stream lost, reconnecting", "error", err, "backoff", backoff)
 		if err := sleep(ctx, backoff); err != nil {
 			return err
@@ -288,6 +312,7 @@ func (n *Node) epochLSN(schema, name string) pglogrepl.LSN {
 func (n *Node) streamLoop(ctx context.Context) error {
 	backoff := n.cfg.MinBackoff
 	for {
+		turn(&n.ops.streamTurn)
 		err := n.streamOnce(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -299,14 +324,17 @@ func (n *Node) streamLoop(ctx context.Context) error {
 		var full *spool.DiskFullError
 		if errors.As(err, &full) || errors.Is(err, spool.ErrDiskFull) {
 			if !n.diskFull.Swap(true) {
+				n.ops.diskFullPauses.Add(1)
 				n.log.Error("spool disk is full: receiving stopped; WAL accumulates on the source until space returns", "dir", n.cfg.Dir, "error", err)
 			}
 			wait = n.cfg.DiskFullRetry
 		} else {
+			n.ops.reconnects[peerSource].Add(1)
 			n.log.Warn("stream interrupted, reconnecting", "error", err, "backoff", backoff)
 			backoff = min(backoff*2, n.cfg.MaxBackoff)
 		}
 		n.lastErr.Store(err.Error())
+		turn(&n.ops.streamTurn)
 		if err := sleep(ctx, wait); err != nil {
 			return err
 		}
@@ -342,9 +370,17 @@ func (n *Node) streamOnce(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.Background())
+	defer n.ops.source.Store(false)
 	cfg := stream.Config{Slot: w.GetSlotName(), Publications: w.GetPublications(), StatusInterval: n.cfg.StatusInterval,
 		SyncInterval: n.cfg.SyncInterval, OnRelation: n.saveRelation,
-		WantReply: func() bool { return n.endpos.Load() != 0 && !n.reached.Load() }}
+		// Asked before every standby status, once per StatusInterval
+		// while the receive loop turns: the loop's heartbeat, and proof
+		// that the slot is streaming to us.
+		WantReply: func() bool {
+			turn(&n.ops.streamTurn)
+			n.ops.source.Store(true)
+			return n.endpos.Load() != 0 && !n.reached.Load()
+		}}
 	n.log.Info("streaming", "slot", cfg.Slot, "from", start)
 	return stream.Run(ctx, conn, &appendTracker{n: n, last: n.spool.Durable()}, start, cfg, &n.pos)
 }
@@ -512,6 +548,7 @@ func (n *Node) applyLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		n.ops.reconnects[peerTarget].Add(1)
 		n.log.Warn("apply interrupted, resuming from the origin", "error", err, "backoff", backoff)
 		n.lastErr.Store(err.Error())
 		if err := sleep(ctx, backoff); err != nil {
@@ -531,6 +568,7 @@ func (n *Node) applyOnce(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.Background())
+	defer n.ops.target.Store(false)
 	r, err := n.spool.Reader(0)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
@@ -544,6 +582,7 @@ func (n *Node) applyOnce(ctx context.Context) error {
 		Received: func() pglogrepl.LSN { return pglogrepl.LSN(n.pos.Received.Load()) },
 		Settled:  func() bool { return n.pos.LastCommit.Load() <= n.pos.Flushed.Load() },
 		Resumed: func(origin pglogrepl.LSN) {
+			n.ops.target.Store(true)
 			if origin != 0 && n.pos.Applied.Load() == 0 {
 				n.pos.Applied.Store(uint64(origin))
 			}
@@ -582,20 +621,27 @@ func (n *Node) reportLoop(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-		req := &pb.ReportProgressRequest{Name: n.cfg.Name,
-			ReceivedLsn: pglogrepl.LSN(n.pos.Received.Load()).String(), FlushedLsn: pglogrepl.LSN(n.pos.Flushed.Load()).String(),
-			AppliedLsn: pglogrepl.LSN(n.pos.Applied.Load()).String(), SpoolBytes: n.spool.Bytes(),
-			ChangesApplied: n.changes.Load(), TransactionsApplied: n.txns.Load(),
-			ReachedEndpos: n.reached.Load() && n.endpos.Load() != 0, DiskFull: n.diskFull.Load(), Error: n.lastErr.Load().(string)}
-		if ts := n.commitTime.Load(); ts != 0 {
-			req.AppliedCommitTime = timestamppb.New(time.Unix(0, ts))
-		}
+		turn(&n.ops.reportTurn)
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if _, err := n.client.ReportProgress(rctx, req); err != nil && ctx.Err() == nil {
+		if _, err := n.client.ReportProgress(rctx, n.progress()); err != nil && ctx.Err() == nil {
 			n.log.Debug("progress report failed", "error", err)
 		}
 		cancel()
 	}
+}
+
+// progress is the node's state as the coordinator gets it; /metrics
+// exports the same values. The spool must be open.
+func (n *Node) progress() *pb.ReportProgressRequest {
+	req := &pb.ReportProgressRequest{Name: n.cfg.Name,
+		ReceivedLsn: pglogrepl.LSN(n.pos.Received.Load()).String(), FlushedLsn: pglogrepl.LSN(n.pos.Flushed.Load()).String(),
+		AppliedLsn: pglogrepl.LSN(n.pos.Applied.Load()).String(), SpoolBytes: n.spool.Bytes(),
+		ChangesApplied: n.changes.Load(), TransactionsApplied: n.txns.Load(),
+		ReachedEndpos: n.reached.Load() && n.endpos.Load() != 0, DiskFull: n.diskFull.Load(), Error: n.lastErr.Load().(string)}
+	if ts := n.commitTime.Load(); ts != 0 {
+		req.AppliedCommitTime = timestamppb.New(time.Unix(0, ts))
+	}
+	return req
 }
 
 // Relation messages are kept in DIR/relations.json: the spool drops

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -280,21 +281,14 @@ func checkSelector(t *testing.T, where string, sel *metav1.LabelSelector, labels
 	}
 }
 
-// checkProbes: long-running pods that serve a port (coordinator, workers)
-// have liveness and readiness probes on ports the container declares; gRPC
+// checkProbes: long-running pods (coordinator, workers, cdcnode) have
+// liveness and readiness probes on ports the container declares; gRPC
 // probes are used where the port speaks plaintext gRPC. A Job has none: it
-// runs to its end. The cdcnode serves nothing (no health service, no
-// metrics, no --health-listen flag), so it has no ports and no probes: a
-// probe on a port nobody listens on would restart it forever.
+// runs to its end. The cdcnode has no gRPC health service: its probes are
+// HTTP GETs of /healthz and /readyz on the port of its --metrics-listen.
 func checkProbes(t *testing.T, where, workload string, c *corev1.Container) {
 	t.Helper()
 	if strings.HasPrefix(workload, "Job/") {
-		return
-	}
-	if len(c.Args) > 0 && c.Args[0] == "cdcnode" {
-		if len(c.Ports) > 0 || c.LivenessProbe != nil || c.ReadinessProbe != nil || c.StartupProbe != nil {
-			t.Errorf("%s: the cdcnode serves no port in this version: declare no ports and no probes", where)
-		}
 		return
 	}
 	ports := map[int32]string{}
@@ -302,6 +296,10 @@ func checkProbes(t *testing.T, where, workload string, c *corev1.Container) {
 	for _, p := range c.Ports {
 		ports[p.ContainerPort] = p.Name
 		names[p.Name] = true
+	}
+	if len(c.Args) > 0 && c.Args[0] == "cdcnode" {
+		checkCDCNodeProbes(t, where, c, ports, names)
+		return
 	}
 	grpcProbes := 0
 	for kind, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
@@ -330,6 +328,49 @@ func checkProbes(t *testing.T, where, workload string, c *corev1.Container) {
 	}
 	if !isCoordinator && grpcProbes == 0 {
 		t.Errorf("%s: the worker's readiness is its gRPC health service (--health-listen)", where)
+	}
+}
+
+// checkCDCNodeProbes: the cdcnode serves /metrics, /healthz and /readyz on
+// its --metrics-listen port, which the container declares as "metrics";
+// liveness reads /healthz and readiness /readyz there. A probe on a port
+// the node does not listen on would restart it forever.
+func checkCDCNodeProbes(t *testing.T, where string, c *corev1.Container, ports map[int32]string, names map[string]bool) {
+	t.Helper()
+	var listen string
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--metrics-listen="); ok {
+			listen = v
+		}
+	}
+	_, portText, _ := strings.Cut(listen, ":")
+	port, err := strconv.Atoi(portText)
+	if listen == "" || err != nil || ports[int32(port)] != "metrics" {
+		t.Errorf("%s: the cdcnode needs --metrics-listen=:PORT with PORT declared as the container port \"metrics\"; args %v, ports %v", where, c.Args, ports)
+		return
+	}
+	if c.StartupProbe != nil {
+		t.Errorf("%s: the cdcnode answers /healthz from its start; it needs no startup probe", where)
+	}
+	for kind, want := range map[string]struct {
+		probe *corev1.Probe
+		path  string
+	}{"liveness": {c.LivenessProbe, "/healthz"}, "readiness": {c.ReadinessProbe, "/readyz"}} {
+		p := want.probe
+		switch {
+		case p == nil:
+			t.Errorf("%s: no %s probe", where, kind)
+		case p.HTTPGet == nil:
+			t.Errorf("%s: the cdcnode's %s probe must be an HTTP GET of %s", where, kind, want.path)
+		case p.HTTPGet.Path != want.path:
+			t.Errorf("%s: %s probe reads %s, want %s", where, kind, p.HTTPGet.Path, want.path)
+		case !portDeclared(p.HTTPGet.Port, ports, names) ||
+			(p.HTTPGet.Port.Type == intstr.String && p.HTTPGet.Port.StrVal != "metrics") ||
+			(p.HTTPGet.Port.Type == intstr.Int && int(p.HTTPGet.Port.IntVal) != port):
+			t.Errorf("%s: %s probe on port %s, not the --metrics-listen port %d", where, kind, p.HTTPGet.Port.String(), port)
+		case p.HTTPGet.Scheme != "" && p.HTTPGet.Scheme != corev1.URISchemeHTTP:
+			t.Errorf("%s: %s probe scheme %s; --metrics-listen serves plaintext HTTP", where, kind, p.HTTPGet.Scheme)
+		}
 	}
 }
 
@@ -453,19 +494,28 @@ func checkServices(t *testing.T, m *manifests) {
 			t.Errorf("StatefulSet %s: serviceName %q must be a rendered headless Service", s.Name, s.Spec.ServiceName)
 		}
 	}
+	// The ServiceMonitor scrapes every component that serves /metrics:
+	// the coordinator, the workers and, with follow, the cdcnode.
+	want := []string{"coordinator", "worker"}
+	for _, o := range m.all("StatefulSet") {
+		if c := o.(*appsv1.StatefulSet).Spec.Template.Labels["app.kubernetes.io/component"]; c == "cdcnode" {
+			want = append(want, c)
+		}
+	}
 	for _, o := range m.all("ServiceMonitor") {
 		sm := o.(*monitoringv1.ServiceMonitor)
-		n := 0
+		var got []string
 		for _, svc := range services {
 			if matches(sm.Spec.Selector.MatchLabels, svc.Labels) {
-				n++
+				got = append(got, svc.Labels["app.kubernetes.io/component"])
 				if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == sm.Spec.Endpoints[0].Port }) {
 					t.Errorf("ServiceMonitor %s selects Service %s, which has no port %q", sm.Name, svc.Name, sm.Spec.Endpoints[0].Port)
 				}
 			}
 		}
-		if n != 2 {
-			t.Errorf("ServiceMonitor %s selects %d Services; want the coordinator's and the workers'", sm.Name, n)
+		slices.Sort(got)
+		if !slices.Equal(got, slices.Sorted(slices.Values(want))) {
+			t.Errorf("ServiceMonitor %s selects the Services of %v; want one each of %v", sm.Name, got, want)
 		}
 	}
 }

@@ -3,6 +3,8 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -75,6 +77,11 @@ type liveMigration struct {
 	// lastChange is the source's WAL insert and flush positions right
 	// after the last change committed (for the failure message).
 	lastChange string
+	// cdcMetrics is the cdcnode's --metrics-listen (fleet only), as the
+	// chart starts it; cdcNames gets the metric names it served once it
+	// had applied changes.
+	cdcMetrics string
+	cdcNames   map[string]bool
 }
 
 // liveSchemaExtra is a table without a key: with
@@ -97,7 +104,7 @@ func startLive(t *testing.T, src, dst *pgtest.Cluster, db, route string, certs t
 		t.Fatal(err)
 	}
 	lm := &liveMigration{name: db, srcURI: src.URI(db), dstURI: dst.URI(db), done: make(chan struct{}),
-		errs: map[string]error{}, nextOrder: 100000}
+		errs: map[string]error{}, nextOrder: 100000, cdcNames: map[string]bool{}}
 	if route == "open" {
 		lm.startClone(t)
 	} else {
@@ -162,6 +169,8 @@ func (lm *liveMigration) startFleet(t *testing.T, route string, certs testCerts)
 	ncfg := cdcnode.DefaultConfig()
 	ncfg.Coordinator, ncfg.SourceURI, ncfg.TargetURI = lm.addr, lm.srcURI, lm.dstURI
 	ncfg.Dir, ncfg.Name, ncfg.Security = t.TempDir(), lm.name+"-cdcnode", client
+	ncfg.MetricsListen = freeAddr(t)
+	lm.cdcMetrics = ncfg.MetricsListen
 	node, err := cdcnode.New(ncfg, testLogger(t))
 	if err != nil {
 		cancel()
@@ -322,6 +331,38 @@ func (lm *liveMigration) waitApplied(t *testing.T) {
 	t.Fatalf("%s: the cdcnode applied nothing within a minute of the source's changes; last cdc status: %v", lm.name, last.GetCdc())
 }
 
+// scrapeCDC checks, on a fleet's cdcnode that has applied changes, the
+// endpoints the chart's probes and ServiceMonitor read: /healthz and
+// /readyz answer 200, and /metrics serves pgcaravan_cdc_* (their names go
+// to cdcNames, for the runbook's metrics table).
+func (lm *liveMigration) scrapeCDC(t *testing.T) {
+	t.Helper()
+	if lm.cdcMetrics == "" {
+		return
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		waitFor(t, "the cdcnode's "+path+" to answer 200 while it applies", func() bool {
+			return httpStatus("http://"+lm.cdcMetrics+path) == http.StatusOK
+		})
+	}
+	body := scrape(lm.cdcMetrics)
+	if !strings.Contains(body, "pgcaravan_cdc_applied_lsn ") {
+		t.Errorf("%s: the cdcnode's /metrics has no pgcaravan_cdc_applied_lsn:\n%s", lm.name, body)
+	}
+	names(body, lm.cdcNames)
+}
+
+func httpStatus(url string) int {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
+}
+
 // sameContents fails the test unless the target's tables hold what the
 // source's hold.
 func (lm *liveMigration) sameContents(t *testing.T) {
@@ -394,6 +435,7 @@ func runLive(t *testing.T, lm *liveMigration, lines []string, run func(t *testin
 		lm.change(t, round)
 	}
 	lm.waitApplied(t)
+	lm.scrapeCDC(t)
 	lm.change(t, 4)
 	cutover, cleaned := false, false
 	for _, l := range lines {

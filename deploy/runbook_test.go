@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -95,6 +96,9 @@ func TestRunbookCommands(t *testing.T) {
 	}
 
 	env := map[string]string{"PGCARAVAN_AUTH_TOKEN": testToken}
+	// cdcServed collects the metric names the live migrations' cdcnodes
+	// served, for the metrics subtest.
+	cdcServed := map[string]bool{}
 	// exec runs one documented line against addr, or, when addr is empty,
 	// against the shared coordinator the line is written for.
 	exec := func(t *testing.T, line, addr string) bool {
@@ -158,6 +162,7 @@ func TestRunbookCommands(t *testing.T) {
 		db := "live_" + strings.NewReplacer("/", "_", "-", "_").Replace(strings.ToLower(name))
 		lm := startLive(t, src, dst, db, r, certs)
 		runLive(t, lm, after, exec)
+		maps.Copy(cdcServed, lm.cdcNames)
 	}
 
 	t.Run("README", func(t *testing.T) {
@@ -186,7 +191,16 @@ func TestRunbookCommands(t *testing.T) {
 		})
 	}
 	t.Run("metrics", func(t *testing.T) {
-		runWorkerAndCheckMetrics(t, coords["token"], dst.URI("app_token"), src.URI("app_token"))
+		if len(cdcServed) == 0 {
+			// No fleet's live migration ran above (-run left them out):
+			// one of its own, for the cdcnode's metrics.
+			lm := startLive(t, src, dst, "live_metrics", "token", certs)
+			lm.change(t, 1)
+			lm.waitApplied(t)
+			lm.scrapeCDC(t)
+			maps.Copy(cdcServed, lm.cdcNames)
+		}
+		runWorkerAndCheckMetrics(t, coords["token"], dst.URI("app_token"), src.URI("app_token"), cdcServed)
 	})
 }
 
@@ -313,8 +327,9 @@ func (c *testCoordinator) waitPhase(t *testing.T, phase pb.Phase) {
 // table's copy back with a lock on the target so the worker's per-unit
 // metrics exist while it runs, checks the health service the readiness
 // probe reads, then lets the migration finish. Every pgcaravan_* name the
-// runbook mentions must have been served by the coordinator or the worker.
-func runWorkerAndCheckMetrics(t *testing.T, c *testCoordinator, dstURI, srcURI string) {
+// runbook mentions must have been served by the coordinator, the worker,
+// or a live migration's cdcnode (cdcServed).
+func runWorkerAndCheckMetrics(t *testing.T, c *testCoordinator, dstURI, srcURI string, cdcServed map[string]bool) {
 	ctx := t.Context()
 	lockConn, err := pgx.Connect(ctx, dstURI)
 	if err != nil {
@@ -365,6 +380,7 @@ func runWorkerAndCheckMetrics(t *testing.T, c *testCoordinator, dstURI, srcURI s
 		return strings.Contains(body, "pgcaravan_worker_units_total{")
 	})
 	names(scrape(c.metricsAddr), served)
+	maps.Copy(served, cdcServed)
 
 	if err := lock.Rollback(ctx); err != nil {
 		t.Fatal(err)
@@ -398,7 +414,7 @@ func runWorkerAndCheckMetrics(t *testing.T, c *testCoordinator, dstURI, srcURI s
 	}
 	for name := range mentioned {
 		if !served[name] {
-			t.Errorf("README.md names %s, which neither the coordinator nor the worker serves", name)
+			t.Errorf("README.md names %s, which neither the coordinator, the worker nor the cdcnode serves", name)
 		}
 	}
 }

@@ -395,6 +395,7 @@ func runCDCNode(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Coordinator, "coordinator", os.Getenv("PGCARAVAN_COORDINATOR"), "coordinator gRPC address (env PGCARAVAN_COORDINATOR)")
 	fs.StringVar(&cfg.Dir, "dir", "", "directory for the spool (size it for the WAL written during the copy)")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "name shown in logs")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics, and the /healthz and /readyz probes, on ADDR (off when empty)")
 	securityFlags(fs, &cfg.Security, "client")
 	if err := parse(fs, args); err != nil {
 		return err

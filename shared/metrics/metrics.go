@@ -61,3 +61,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		return nil
 	}
 }
+
+// Handle serves h on path next to /metrics, for a process's health checks
+// (liveness and readiness probes read the same port). Call it before Serve.
+func (s *Server) Handle(path string, h http.Handler) {
+	s.srv.Handler.(*http.ServeMux).Handle(path, h)
+}
