@@ -48,7 +48,7 @@ Usage:
   pgcaravan cleanup     (--coordinator ADDR | --source URI --target URI --dir DIR)
   pgcaravan status      (--dir DIR | --coordinator ADDR) [--json]
   pgcaravan retry       --coordinator ADDR (UNIT_ID... | --all-failed)
-  pgcaravan verify      --source URI --target URI
+  pgcaravan verify      --source URI --target URI [--dir DIR [--restart]] [--jobs N] [--snapshot ID]
   pgcaravan plan        --source URI --target URI [--filters FILE] [--json] [--list-skipped]
   pgcaravan precheck    --source URI --target URI [--follow] [--json]   (or --coordinator ADDR)
 
@@ -520,12 +520,27 @@ func runVerify(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	c.register(fs)
 	filterFlags(fs, &opts.Filter)
+	fs.BoolVar(&opts.NoComments, "no-comments", false, "do not compare comments (for a clone made with --no-comments)")
+	fs.IntVar(&opts.Jobs, "jobs", 2, "ranges compared at a time, each on one session per side")
+	fs.StringVar(&opts.Dir, "dir", "", "keep each range's result in DIR/verify.db; a rerun with the same DIR compares again only what was not found equal")
+	fs.BoolVar(&opts.Restart, "restart", false, "with --dir: forget the earlier results and compare everything again")
+	fs.StringVar(&opts.Snapshot, "snapshot", "", "read the source under this exported snapshot (pg_export_snapshot(), held open by its session)")
+	fs.Int64Var(&opts.RangeRows, "verify-range-rows", verify.DefaultRangeRows, "cut tables with an integer key into ranges of about this many rows")
+	fs.Int64Var(&opts.LeafRows, "verify-leaf-rows", verify.DefaultLeafRows, "list the keys of a differing range once it has at most this many rows")
+	fs.IntVar(&opts.MaxKeys, "max-keys", verify.DefaultMaxKeys, "list at most this many differing keys per table")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := opts.Filter.Validate(); err != nil {
 		return err
 	}
+	if opts.Jobs < 1 || opts.RangeRows < 1 || opts.LeafRows < 1 || opts.MaxKeys < 1 {
+		return usageErr("--jobs, --verify-range-rows, --verify-leaf-rows and --max-keys must be at least 1")
+	}
+	if opts.Restart && opts.Dir == "" {
+		return usageErr("--restart needs --dir: without it nothing is kept between runs")
+	}
+	opts.Logger = c.logger("verify", os.Stderr)
 	rep, err := verify.Compare(ctx, c.source, c.target, opts)
 	if err != nil {
 		return err

@@ -22,6 +22,7 @@ type Controller interface {
 	Cutover(ctx context.Context, endpos string) (*pb.CutoverResponse, error)
 	Cleanup(ctx context.Context) (*pb.CleanupResponse, error)
 	Prechecker
+	Verifier
 }
 
 // cdcHub holds what the cdcnode is told and what it reports.

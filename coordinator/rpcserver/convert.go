@@ -10,6 +10,7 @@ import (
 	"github.com/pgcaravan/pgcaravan/coordinator/plan"
 	"github.com/pgcaravan/pgcaravan/coordinator/precheck"
 	"github.com/pgcaravan/pgcaravan/coordinator/store"
+	"github.com/pgcaravan/pgcaravan/coordinator/verify"
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
 )
 
@@ -319,4 +320,44 @@ func PrecheckOptionsFromProto(req *pb.PrecheckRequest) precheck.Options {
 		o.LongTransaction = d.AsDuration()
 	}
 	return o
+}
+
+// VerifyOptionsFromProto converts a Verify request; zeros take verify's
+// defaults.
+func VerifyOptionsFromProto(req *pb.VerifyRequest) verify.Options {
+	return verify.Options{Jobs: int(req.GetJobs()), RangeRows: req.GetRangeRows(), LeafRows: req.GetLeafRows(),
+		MaxKeys: int(req.GetMaxKeys()), Restart: req.GetRestart(), Snapshot: req.GetSnapshot()}
+}
+
+var rowChangeToProto = map[verify.Change]pb.RowChange{
+	verify.Changed:         pb.RowChange_ROW_CHANGE_CHANGED,
+	verify.MissingOnTarget: pb.RowChange_ROW_CHANGE_MISSING_ON_TARGET,
+	verify.ExtraOnTarget:   pb.RowChange_ROW_CHANGE_EXTRA_ON_TARGET,
+}
+
+// VerifyToProto converts a verify report: the checks that differ (all of
+// them with all), and every table's ranges and differing keys.
+func VerifyToProto(r *verify.Report, all bool) *pb.VerifyResponse {
+	out := &pb.VerifyResponse{Ok: r.OK(), ChecksTotal: int32(len(r.Checks))}
+	for _, c := range r.Checks {
+		if !c.OK {
+			out.ChecksFailed++
+		}
+		if all || !c.OK {
+			out.Checks = append(out.Checks, &pb.VerifyCheck{Kind: c.Kind, Object: c.Object, Source: c.Source, Target: c.Target, Ok: c.OK})
+		}
+	}
+	for _, t := range r.Tables {
+		pt := &pb.VerifyTable{Table: t.Table, Key: t.Key, Ranges: int32(t.Ranges), RangesCompared: int32(t.Compared),
+			RangesResumed: int32(t.Resumed), RangesDiffer: int32(t.Differ), MoreRows: int32(t.MoreRows)}
+		for _, d := range t.Rows {
+			pt.Rows = append(pt.Rows, &pb.VerifyRow{Key: d.Key, Change: rowChangeToProto[d.Change]})
+		}
+		for _, u := range t.Unsearched {
+			pt.Unsearched = append(pt.Unsearched, &pb.VerifyKeyRange{From: u.Range.From, To: u.Range.To,
+				SourceRows: u.SourceRows, TargetRows: u.TargetRows})
+		}
+		out.Tables = append(out.Tables, pt)
+	}
+	return out
 }

@@ -4,45 +4,156 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math/big"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcaravan/pgcaravan/shared/ident"
 )
 
-// sumQuery counts a table's rows and adds up a 64-bit hash of each row's
-// text: a sum does not depend on row order, and numeric does not overflow.
-// t.* is the whole row even when the table has a column named t. ONLY
-// keeps an inheritance parent from counting its children's rows, which
-// are compared as tables of their own.
+// sumQuery counts rows and adds up a 64-bit hash of each row's text: a sum
+// does not depend on row order, numeric does not overflow, and the sums of
+// a table's ranges add up to the table's. t.* is the whole row even when
+// the table has a column named t. ONLY keeps an inheritance parent from
+// counting its children's rows, which are compared as tables of their own.
+// %s is the table, then the range's condition.
 const sumQuery = `SELECT count(*), coalesce(sum(('x' || substr(md5(t.*::text), 1, 16))::bit(64)::bigint::numeric), 0)::text
-FROM ONLY %s t`
+FROM ONLY %s t%s`
 
-// tableSum is one side's row count and checksum of one table.
+// tableSum is one side's row count and checksum of a table or a range.
 type tableSum struct {
-	rows int64
-	sum  string
+	Rows int64  `json:"rows"`
+	Sum  string `json:"sum"`
+}
+
+// add returns the count and checksum of both.
+func (s tableSum) add(o tableSum) tableSum {
+	a, ok1 := new(big.Int).SetString(cmp.Or(s.Sum, "0"), 10)
+	b, ok2 := new(big.Int).SetString(cmp.Or(o.Sum, "0"), 10)
+	if !ok1 || !ok2 {
+		return tableSum{Rows: s.Rows + o.Rows, Sum: "(unreadable)"}
+	}
+	return tableSum{Rows: s.Rows + o.Rows, Sum: a.Add(a, b).String()}
+}
+
+// Change is how a row differs.
+type Change int
+
+const (
+	// Changed: the key is on both sides with different contents.
+	Changed Change = iota + 1
+	// MissingOnTarget: the key is on the source only (deleted on the target).
+	MissingOnTarget
+	// ExtraOnTarget: the key is on the target only (added on the target).
+	ExtraOnTarget
+)
+
+func (c Change) String() string {
+	switch c {
+	case Changed:
+		return "changed"
+	case MissingOnTarget:
+		return "missing on target"
+	case ExtraOnTarget:
+		return "extra on target"
+	}
+	return "change " + strconv.Itoa(int(c))
+}
+
+// RowDiff is one differing row, named by its key.
+type RowDiff struct {
+	Key    int64
+	Change Change
+}
+
+// UnsearchedRange is a differing range whose rows were not listed, because
+// the table's MaxKeys was reached first.
+type UnsearchedRange struct {
+	Range                  KeyRange
+	SourceRows, TargetRows int64
+}
+
+// TableResult is how one table's rows were compared.
+type TableResult struct {
+	Table string
+	// Key is the integer key the table was cut and searched on; "" when the
+	// table has none (on both sides) and was compared whole.
+	Key string
+	// Ranges the table was cut into; Compared of them were read in this
+	// run, Resumed were found equal by an earlier run on the same
+	// Options.Dir and not read again. Differ is how many differ.
+	Ranges, Compared, Resumed, Differ int
+	// Rows are the differing keys found, in key order, at most
+	// Options.MaxKeys; MoreRows more were found but not listed.
+	Rows     []RowDiff
+	MoreRows int
+	// Unsearched are the differing ranges not searched for keys once
+	// MaxKeys was reached.
+	Unsearched []UnsearchedRange
+}
+
+// tableRun is a table being compared: its plan, its stored results, and
+// what its ranges found, shared by the jobs comparing them.
+type tableRun struct {
+	name     string
+	src, tgt table
+	plan     tablePlan
+	ranges   []KeyRange
+	stored   map[int]rangeResult
+
+	mu        sync.Mutex
+	sums      []rangeResult
+	result    TableResult
+	remaining int
+	started   time.Time
+}
+
+func (r *tableRun) full(maxKeys int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.result.Rows)+r.result.MoreRows >= maxKeys
+}
+
+func (r *tableRun) addRows(diffs []RowDiff, maxKeys int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, d := range diffs {
+		if len(r.result.Rows) < maxKeys {
+			r.result.Rows = append(r.result.Rows, d)
+		} else {
+			r.result.MoreRows++
+		}
+	}
+}
+
+func (r *tableRun) addUnsearched(u UnsearchedRange) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.result.Unsearched = append(r.result.Unsearched, u)
 }
 
 // compareData counts and checksums, on both sides, every table that holds
 // rows on both sides, but those in skip (a filter's exclude-table-data,
-// checked by compareNoData). jobs tables are done at a time, largest first,
-// each on a pair of sessions that imported the sides' snapshots.
-func compareData(ctx context.Context, src, tgt *side, jobs int, skip map[string]bool) ([]Check, error) {
+// checked by compareNoData), range by range, and searches differing ranges
+// for the keys that differ.
+func compareData(ctx context.Context, src, tgt *side, opts Options, st *state, skip map[string]bool) ([]Check, []TableResult, error) {
 	var names []string
-	for n, st := range src.tables {
+	for n, s := range src.tables {
 		if skip[n] {
 			continue
 		}
-		tt, ok := tgt.tables[n]
+		t, ok := tgt.tables[n]
 		// A table missing on one side, or of another kind, is reported by
 		// the "table" check, and an unpopulated materialized view, which
 		// cannot be read, by the "matview" check.
-		if !ok || !st.hasRows() || st.kind != tt.kind || !st.populated || !tt.populated {
+		if !ok || !s.hasRows() || s.kind != t.kind || !s.populated || !t.populated {
 			continue
 		}
 		names = append(names, n)
@@ -50,14 +161,154 @@ func compareData(ctx context.Context, src, tgt *side, jobs int, skip map[string]
 	slices.SortFunc(names, func(a, b string) int {
 		return cmp.Or(cmp.Compare(src.tables[b].size, src.tables[a].size), strings.Compare(a, b))
 	})
+	if len(names) == 0 {
+		return nil, nil, nil
+	}
 
-	srcSums := make([]tableSum, len(names))
-	tgtSums := make([]tableSum, len(names))
+	// 1. Open opts.Jobs pairs of sessions under the sides' snapshots.
+	pairs := make([]sessionPair, min(opts.Jobs, len(names)))
+	defer func() {
+		for _, p := range pairs {
+			p.close()
+		}
+	}()
+	for i := range pairs {
+		var err error
+		if pairs[i].src, err = src.session(ctx); err != nil {
+			return nil, nil, err
+		}
+		if pairs[i].tgt, err = tgt.session(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+
+	// 2. Plan each table: its key and ranges, kept from an earlier run on
+	// the same Dir or cut now from a sample of the source's keys.
+	runs := make([]*tableRun, len(names))
+	err := parallel(ctx, pairs, len(names), func(ctx context.Context, p sessionPair, i int) error {
+		r := &tableRun{name: names[i], src: src.tables[names[i]], tgt: tgt.tables[names[i]], started: time.Now()}
+		r.result.Table = r.name
+		plan, ok, err := st.plan(r.name)
+		if err != nil {
+			return fmt.Errorf("verify: read the stored plan of %s: %w", r.name, err)
+		}
+		if ok {
+			r.stored, err = st.results(r.name)
+			if err != nil {
+				return fmt.Errorf("verify: read the stored results of %s: %w", r.name, err)
+			}
+		} else {
+			if plan, err = planTable(ctx, p.src, p.tgt, r.src, r.tgt, opts.RangeRows); err != nil {
+				return fmt.Errorf("verify: cut table %s into ranges: %w", r.name, err)
+			}
+			if err := st.putPlan(r.name, plan); err != nil {
+				return fmt.Errorf("verify: store the plan of %s: %w", r.name, err)
+			}
+		}
+		r.plan, r.ranges = plan, plan.ranges()
+		r.sums = make([]rangeResult, len(r.ranges))
+		r.result.Key, r.result.Ranges = plan.Key, len(r.ranges)
+		runs[i] = r
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+
+	// 3. Compare every range not already found equal, largest table first;
+	// a differing range of a keyed table is searched for its keys by the
+	// job that found it.
+	type job struct {
+		run *tableRun
+		i   int
+	}
+	var jobs []job
+	for _, r := range runs {
+		for i := range r.ranges {
+			if res, ok := r.stored[i]; ok && res.equal() {
+				r.sums[i] = res
+				r.result.Resumed++
+				continue
+			}
+			jobs = append(jobs, job{r, i})
+			r.remaining++
+		}
+		if r.remaining == 0 {
+			opts.Logger.Info("table equal in an earlier run", "table", r.name, "ranges", len(r.ranges))
+		}
+	}
+	err = parallel(ctx, pairs, len(jobs), func(ctx context.Context, p sessionPair, j int) error {
+		r, i := jobs[j].run, jobs[j].i
+		kr := r.ranges[i]
+		res, err := p.sum(ctx, r, r.plan.Key, kr)
+		if err != nil {
+			return err
+		}
+		res.At = time.Now().UTC()
+		if err := st.putResult(r.name, i, res); err != nil {
+			return fmt.Errorf("verify: store the result of %s range %d: %w", r.name, i, err)
+		}
+		opts.Logger.Debug("range compared", "table", r.name, "range", kr.String(), "rows", res.Source.Rows, "equal", res.equal())
+		if !res.equal() && r.plan.Key != "" {
+			s := &search{p: p, run: r, key: r.plan.Key, leafRows: opts.LeafRows, maxKeys: opts.MaxKeys}
+			if err := s.search(ctx, kr, res.Source.Rows, res.Target.Rows); err != nil {
+				return fmt.Errorf("verify: search %s range %s for differing keys: %w", r.name, kr, err)
+			}
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.sums[i] = res
+		r.result.Compared++
+		if !res.equal() {
+			r.result.Differ++
+		}
+		if r.remaining--; r.remaining == 0 {
+			opts.Logger.Info("table compared", "table", r.name, "ranges", len(r.ranges), "compared", r.result.Compared,
+				"resumed", r.result.Resumed, "differ", r.result.Differ, "elapsed", time.Since(r.started).Round(time.Millisecond))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+
+	// 4. Each table's count and checksum is the sum of its ranges'.
+	slices.SortFunc(runs, func(a, b *tableRun) int { return strings.Compare(a.name, b.name) })
+	checks := make([]Check, 0, 2*len(runs))
+	results := make([]TableResult, 0, len(runs))
+	for _, r := range runs {
+		var s, t tableSum
+		for _, res := range r.sums {
+			s, t = s.add(res.Source), t.add(res.Target)
+		}
+		checks = append(checks,
+			Check{Kind: "rows", Object: r.name,
+				Source: strconv.FormatInt(s.Rows, 10), Target: strconv.FormatInt(t.Rows, 10), OK: s.Rows == t.Rows},
+			Check{Kind: "checksum", Object: r.name, Source: s.Sum, Target: t.Sum, OK: s.Sum == t.Sum})
+		sortRows(r.result.Rows)
+		slices.SortFunc(r.result.Unsearched, func(a, b UnsearchedRange) int {
+			return cmp.Compare(deref(a.Range.From), deref(b.Range.From))
+		})
+		results = append(results, r.result)
+	}
+	return checks, results, nil
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return -1 << 63
+	}
+	return *p
+}
+
+// parallel runs fn for 0..n-1, each on one of pairs, one call per pair at a
+// time; it returns the first error.
+func parallel(ctx context.Context, pairs []sessionPair, n int, fn func(context.Context, sessionPair, int) error) error {
 	work := make(chan int)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(work)
-		for i := range names {
+		for i := range n {
 			select {
 			case work <- i:
 			case <-gctx.Done():
@@ -66,57 +317,68 @@ func compareData(ctx context.Context, src, tgt *side, jobs int, skip map[string]
 		}
 		return nil
 	})
-	for range min(jobs, len(names)) {
+	for _, p := range pairs {
 		g.Go(func() error {
-			ss, err := src.session(gctx)
-			if err != nil {
-				return err
-			}
-			defer ss.close()
-			ts, err := tgt.session(gctx)
-			if err != nil {
-				return err
-			}
-			defer ts.close()
 			for i := range work {
-				t := src.tables[names[i]]
-				var terr error
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					tgtSums[i], terr = ts.sum(gctx, t.schema, t.name)
-				}()
-				var serr error
-				srcSums[i], serr = ss.sum(gctx, t.schema, t.name)
-				<-done
-				if serr != nil {
-					return fmt.Errorf("verify: checksum source table %s: %w", names[i], serr)
-				}
-				if terr != nil {
-					return fmt.Errorf("verify: checksum target table %s: %w", names[i], terr)
+				if err := fn(gctx, p, i); err != nil {
+					return err
 				}
 			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
+	return g.Wait()
+}
 
-	order := make([]int, len(names))
-	for i := range order {
-		order[i] = i
+// sessionPair is a session on each side; a job's queries run on both at once.
+type sessionPair struct {
+	src, tgt *session
+}
+
+func (p sessionPair) close() {
+	if p.src != nil {
+		p.src.close()
 	}
-	slices.SortFunc(order, func(a, b int) int { return strings.Compare(names[a], names[b]) })
-	checks := make([]Check, 0, 2*len(names))
-	for _, i := range order {
-		s, t := srcSums[i], tgtSums[i]
-		checks = append(checks,
-			Check{Kind: "rows", Object: names[i],
-				Source: strconv.FormatInt(s.rows, 10), Target: strconv.FormatInt(t.rows, 10), OK: s.rows == t.rows},
-			Check{Kind: "checksum", Object: names[i], Source: s.sum, Target: t.sum, OK: s.sum == t.sum})
+	if p.tgt != nil {
+		p.tgt.close()
 	}
-	return checks, nil
+}
+
+// both runs fs on the source session and ft on the target's at the same
+// time, and returns the first error, naming its side.
+func (p sessionPair) both(fs, ft func() error) error {
+	var terr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		terr = ft()
+	}()
+	serr := fs()
+	<-done
+	if serr != nil {
+		return fmt.Errorf("source: %w", serr)
+	}
+	if terr != nil {
+		return fmt.Errorf("target: %w", terr)
+	}
+	return nil
+}
+
+// sum counts and checksums one range of a table (the whole table with an
+// empty key) on both sides.
+func (p sessionPair) sum(ctx context.Context, r *tableRun, key string, kr KeyRange) (rangeResult, error) {
+	var res rangeResult
+	where := ""
+	if key != "" {
+		where = kr.where(key)
+	}
+	err := p.both(
+		func() (err error) { res.Source, err = p.src.sum(ctx, r.src, where); return err },
+		func() (err error) { res.Target, err = p.tgt.sum(ctx, r.tgt, where); return err })
+	if err != nil {
+		return res, fmt.Errorf("verify: checksum %s range %s: %w", r.name, kr, err)
+	}
+	return res, nil
 }
 
 // session is an extra connection of a side, reading under the side's
@@ -143,12 +405,19 @@ func (s *side) session(ctx context.Context) (*session, error) {
 	return ses, nil
 }
 
-func (s *session) sum(ctx context.Context, schema, name string) (tableSum, error) {
+// sum counts and checksums the rows of t that match where. Range bounds
+// are literals, so the simple protocol plans each range for its bounds and
+// no statement is cached per range.
+func (s *session) sum(ctx context.Context, t table, where string) (tableSum, error) {
 	var ts tableSum
-	err := s.tx.QueryRow(ctx, fmt.Sprintf(sumQuery, ident.Qualified(schema, name))).Scan(&ts.rows, &ts.sum)
+	err := s.tx.QueryRow(ctx, fmt.Sprintf(sumQuery, ident.Qualified(t.schema, t.name), where), pgx.QueryExecModeSimpleProtocol).
+		Scan(&ts.Rows, &ts.Sum)
 	return ts, err
 }
 
 func (s *session) close() {
 	closeConn(s.conn, s.tx)
 }
+
+// nullLogger is the logger of a Compare given none.
+var nullLogger = hclog.NewNullLogger()

@@ -6,9 +6,20 @@
 //
 // Each side is read inside one REPEATABLE READ READ ONLY transaction whose
 // snapshot is exported to the connections that checksum tables in parallel,
-// so every number on one side comes from one point in time. Sessions use
-// fixed output settings (UTC, ISO dates, hex bytea, exact floats) so that
-// values print the same on both servers.
+// so every number on one side comes from one point in time (Options.Snapshot
+// reads the source under a snapshot the caller exported instead). Sessions
+// use fixed output settings (UTC, ISO dates, hex bytea, exact floats) so
+// that values print the same on both servers.
+//
+// Rows are compared range by range. A table with an integer key (as the
+// copy's key ranges use) is cut at quantiles of a sample of its source keys
+// into ranges of about Options.RangeRows rows; a table without one is one
+// range. Each range is counted and hashed in SQL on both sides. A differing
+// range is cut again at quantiles of its keys until a part is small enough
+// (Options.LeafRows) to read each row's key and hash on both sides and name
+// the keys that are changed, missing on the target or extra there. With
+// Options.Dir, every range's result is kept in a bbolt file of verify's own
+// (state.go), so a rerun skips the ranges already found equal.
 //
 // Definitions are compared as the servers print them (pg_get_indexdef,
 // pg_get_constraintdef, ...), so source and target should run the same

@@ -95,7 +95,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	_ = tw.Flush()
 
-	// 3. Every problem in full, then the verdict.
+	r.printRanges(w)
+
+	// 3. Every problem in full, the differing keys, then the verdict.
 	problems := r.Problems()
 	if len(problems) > 0 {
 		fmt.Fprintf(w, "\nPROBLEMS (%d)\n", len(problems))
@@ -104,6 +106,7 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(w, "    source: %s\n", indent(p.Source))
 			fmt.Fprintf(w, "    target: %s\n", indent(p.Target))
 		}
+		r.printRows(w)
 		fmt.Fprintf(w, "\nverification FAILED: %d of %d checks differ\n", len(problems), len(r.Checks))
 		return
 	}
@@ -114,4 +117,55 @@ func (r *Report) Print(w io.Writer) {
 // function definitions) under its first line.
 func indent(s string) string {
 	return strings.ReplaceAll(s, "\n", "\n            ")
+}
+
+// printRanges writes one line of totals over the ranges tables were cut
+// into, when rows were compared.
+func (r *Report) printRanges(w io.Writer) {
+	if len(r.Tables) == 0 {
+		return
+	}
+	var ranges, compared, resumed, differ, whole int
+	for _, t := range r.Tables {
+		ranges += t.Ranges
+		compared += t.Compared
+		resumed += t.Resumed
+		differ += t.Differ
+		if t.Key == "" {
+			whole++
+		}
+	}
+	fmt.Fprintf(w, "\nranges: %d in %d tables (%d without an integer key, compared whole): %d compared, %d equal in an earlier run (skipped), %d differ\n",
+		ranges, len(r.Tables), whole, compared, resumed, differ)
+}
+
+// printRows writes, for each table with differing ranges, the keys that
+// differ and the ranges that were not searched.
+func (r *Report) printRows(w io.Writer) {
+	var header bool
+	for _, t := range r.Tables {
+		if t.Differ == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nDIFFERING ROWS")
+			header = true
+		}
+		if t.Key == "" {
+			fmt.Fprintf(w, "  %s: no integer key; the table differs as a whole\n", t.Table)
+			continue
+		}
+		fmt.Fprintf(w, "  %s, by key %s:\n", t.Table, displayIdent(t.Key))
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		for _, d := range t.Rows {
+			fmt.Fprintf(tw, "    %s\t%s = %d\n", d.Change, displayIdent(t.Key), d.Key)
+		}
+		_ = tw.Flush()
+		if t.MoreRows > 0 {
+			fmt.Fprintf(w, "    and %d more\n", t.MoreRows)
+		}
+		for _, u := range t.Unsearched {
+			fmt.Fprintf(w, "    and range %s: %d source rows, %d target rows, not searched\n", u.Range, u.SourceRows, u.TargetRows)
+		}
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcaravan/pgcaravan/shared/ident"
 )
 
 // sessionParams make both servers print values the same way, whatever
@@ -60,7 +62,7 @@ type side struct {
 	uri      string
 	conn     *pgx.Conn
 	tx       pgx.Tx
-	snapshot string // exported snapshot id, imported by checksum sessions
+	snapshot string // exported (or given) snapshot id, imported by checksum sessions
 
 	tables       map[string]table             // by display name
 	facts        map[string]map[string]string // kind -> object -> value
@@ -143,7 +145,9 @@ func loDigest(los []largeObject) string {
 	return "sha256 " + hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// open connects, starts the side's snapshot transaction and exports it.
+// open connects, starts the side's snapshot transaction and exports it;
+// with s.snapshot already set (Options.Snapshot), it imports that one
+// instead, and the checksum sessions import it too.
 func (s *side) open(ctx context.Context) error {
 	conn, err := connect(ctx, s.name, s.uri)
 	if err != nil {
@@ -155,6 +159,12 @@ func (s *side) open(ctx context.Context) error {
 		return fmt.Errorf("verify: begin %s snapshot: %w", s.name, err)
 	}
 	s.tx = tx
+	if s.snapshot != "" {
+		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+ident.Literal(s.snapshot)); err != nil {
+			return fmt.Errorf("verify: import snapshot %q on the %s (is the session that exported it still open?): %w", s.snapshot, s.name, err)
+		}
+		return nil
+	}
 	if err := tx.QueryRow(ctx, "SELECT pg_export_snapshot()").Scan(&s.snapshot); err != nil {
 		return fmt.Errorf("verify: export %s snapshot: %w", s.name, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcaravan/pgcaravan/coordinator/filter"
@@ -28,7 +29,41 @@ type Options struct {
 	// objects it left out are not expected on the target (see leaveOut),
 	// and tables whose data it left out are expected empty.
 	Filter *filter.Filter
+	// NoComments leaves comments out of the comparison, for a clone made
+	// with --no-comments.
+	NoComments bool
+
+	// Dir, when set, keeps each range's result in Dir/verify.db: a verify
+	// rerun on the same Dir (and the same databases) does not compare
+	// again the ranges it found equal, and redoes the rest.
+	Dir string
+	// Restart forgets the results kept in Dir first.
+	Restart bool
+	// Snapshot, when set, is an exported snapshot (pg_export_snapshot(),
+	// held open by its session) the source side is read under, instead
+	// of a snapshot of its own.
+	Snapshot string
+	// RangeRows is about how many source rows a table with an integer key
+	// is cut into ranges of; 0 means 100000.
+	RangeRows int64
+	// LeafRows: a differing range of at most this many rows on each side
+	// has its keys listed; a bigger one is cut again. 0 means 1000.
+	LeafRows int64
+	// MaxKeys is how many differing keys are listed per table; once as
+	// many are found, the table's other differing ranges are named but
+	// not searched. 0 means 100.
+	MaxKeys int
+	// Logger gets a line per table (Info) and per range (Debug); nil logs
+	// nothing.
+	Logger hclog.Logger
 }
+
+// Defaults of Options.
+const (
+	DefaultRangeRows = 100000
+	DefaultLeafRows  = 1000
+	DefaultMaxKeys   = 100
+)
 
 // Check is one comparison of one object between source and target.
 type Check struct {
@@ -48,6 +83,9 @@ type Check struct {
 // Report is the result of Compare: every check, passed or not.
 type Report struct {
 	Checks []Check
+	// Tables says, for each table whose rows were compared on both sides,
+	// in name order, how it was cut and which keys differ.
+	Tables []TableResult
 }
 
 // OK reports whether every check passed.
@@ -78,12 +116,35 @@ func Compare(ctx context.Context, sourceURI, targetURI string, opts Options) (*R
 	if opts.Jobs <= 0 {
 		opts.Jobs = 2
 	}
+	if opts.RangeRows <= 0 {
+		opts.RangeRows = DefaultRangeRows
+	}
+	if opts.LeafRows <= 0 {
+		opts.LeafRows = DefaultLeafRows
+	}
+	if opts.MaxKeys <= 0 {
+		opts.MaxKeys = DefaultMaxKeys
+	}
+	if opts.Logger == nil {
+		opts.Logger = nullLogger
+	}
 	exclude := append([]string{ownSchema}, opts.ExcludeSchemas...)
+	// The results of an earlier run, kept in opts.Dir; opened first, so a
+	// Dir in use is refused before any database is read.
+	var st *state
+	if opts.Dir != "" {
+		var err error
+		st, err = openState(opts.Dir, opts.Restart, statePair{Source: pairOf(sourceURI), Target: pairOf(targetURI)})
+		if err != nil {
+			return nil, err
+		}
+		defer st.close()
+	}
 
 	// 1. Open one snapshot per side and read its catalog under it. Both
 	// sides are read at the same time. A filter's schemas are left out on
 	// both sides.
-	src := &side{name: "source", uri: sourceURI}
+	src := &side{name: "source", uri: sourceURI, snapshot: opts.Snapshot}
 	tgt := &side{name: "target", uri: targetURI}
 	defer src.close()
 	defer tgt.close()
@@ -109,6 +170,10 @@ func Compare(ctx context.Context, sourceURI, targetURI string, opts Options) (*R
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	if opts.NoComments {
+		delete(src.facts, "comment")
+		delete(tgt.facts, "comment")
+	}
 	var noData map[string]bool
 	if !opts.Filter.Empty() {
 		var err error
@@ -117,9 +182,11 @@ func Compare(ctx context.Context, sourceURI, targetURI string, opts Options) (*R
 		}
 	}
 
-	// 2. Count and checksum every table that holds rows on both sides; a
-	// table whose data the filter left out must be empty on the target.
-	data, err := compareData(ctx, src, tgt, opts.Jobs, noData)
+	// 2. Count and checksum every table that holds rows on both sides,
+	// range by range, skipping the ranges an earlier run on opts.Dir found
+	// equal, and search differing ranges for their keys; a table whose data
+	// the filter left out must be empty on the target.
+	data, tables, err := compareData(ctx, src, tgt, opts, st, noData)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +197,7 @@ func Compare(ctx context.Context, sourceURI, targetURI string, opts Options) (*R
 	data = append(data, empty...)
 
 	// 3. Compare the catalogs, and put it all in report order.
-	r := &Report{}
+	r := &Report{Tables: tables}
 	r.Checks = append(r.Checks, diff("table", src.tableFacts(), tgt.tableFacts())...)
 	r.Checks = append(r.Checks, data...)
 	for _, kind := range factKinds {

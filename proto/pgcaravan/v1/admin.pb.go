@@ -210,6 +210,62 @@ func (CheckLevel) EnumDescriptor() ([]byte, []int) {
 	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
+// RowChange is how a row differs on the target.
+type RowChange int32
+
+const (
+	RowChange_ROW_CHANGE_UNSPECIFIED RowChange = 0
+	// The key is on both sides with different contents.
+	RowChange_ROW_CHANGE_CHANGED RowChange = 1
+	// The key is on the source only: deleted on the target.
+	RowChange_ROW_CHANGE_MISSING_ON_TARGET RowChange = 2
+	// The key is on the target only: added on the target.
+	RowChange_ROW_CHANGE_EXTRA_ON_TARGET RowChange = 3
+)
+
+// Enum value maps for RowChange.
+var (
+	RowChange_name = map[int32]string{
+		0: "ROW_CHANGE_UNSPECIFIED",
+		1: "ROW_CHANGE_CHANGED",
+		2: "ROW_CHANGE_MISSING_ON_TARGET",
+		3: "ROW_CHANGE_EXTRA_ON_TARGET",
+	}
+	RowChange_value = map[string]int32{
+		"ROW_CHANGE_UNSPECIFIED":       0,
+		"ROW_CHANGE_CHANGED":           1,
+		"ROW_CHANGE_MISSING_ON_TARGET": 2,
+		"ROW_CHANGE_EXTRA_ON_TARGET":   3,
+	}
+)
+
+func (x RowChange) Enum() *RowChange {
+	p := new(RowChange)
+	*p = x
+	return p
+}
+
+func (x RowChange) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RowChange) Descriptor() protoreflect.EnumDescriptor {
+	return file_pgcaravan_v1_admin_proto_enumTypes[3].Descriptor()
+}
+
+func (RowChange) Type() protoreflect.EnumType {
+	return &file_pgcaravan_v1_admin_proto_enumTypes[3]
+}
+
+func (x RowChange) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RowChange.Descriptor instead.
+func (RowChange) EnumDescriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2037,6 +2093,505 @@ func (x *PrecheckResponse) GetFailed() bool {
 	return false
 }
 
+type VerifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ranges compared at a time, each on one session per side; 0 means 2.
+	Jobs int32 `protobuf:"varint,1,opt,name=jobs,proto3" json:"jobs,omitempty"`
+	// About how many source rows a range of a table with an integer key
+	// holds; 0 means 100000. Used only for tables not cut by an earlier call.
+	RangeRows int64 `protobuf:"varint,2,opt,name=range_rows,json=rangeRows,proto3" json:"range_rows,omitempty"`
+	// A differing range of at most this many rows has its keys listed; 0
+	// means 1000.
+	LeafRows int64 `protobuf:"varint,3,opt,name=leaf_rows,json=leafRows,proto3" json:"leaf_rows,omitempty"`
+	// At most this many differing keys are listed per table; 0 means 100.
+	MaxKeys int32 `protobuf:"varint,4,opt,name=max_keys,json=maxKeys,proto3" json:"max_keys,omitempty"`
+	// Forget the results of earlier calls and compare everything again.
+	Restart bool `protobuf:"varint,5,opt,name=restart,proto3" json:"restart,omitempty"`
+	// Read the source under this exported snapshot (pg_export_snapshot() in
+	// a session that stays open until the call returns).
+	Snapshot string `protobuf:"bytes,6,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// Return every check, not only those that differ.
+	AllChecks     bool `protobuf:"varint,7,opt,name=all_checks,json=allChecks,proto3" json:"all_checks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyRequest) Reset() {
+	*x = VerifyRequest{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRequest) ProtoMessage() {}
+
+func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyRequest) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *VerifyRequest) GetJobs() int32 {
+	if x != nil {
+		return x.Jobs
+	}
+	return 0
+}
+
+func (x *VerifyRequest) GetRangeRows() int64 {
+	if x != nil {
+		return x.RangeRows
+	}
+	return 0
+}
+
+func (x *VerifyRequest) GetLeafRows() int64 {
+	if x != nil {
+		return x.LeafRows
+	}
+	return 0
+}
+
+func (x *VerifyRequest) GetMaxKeys() int32 {
+	if x != nil {
+		return x.MaxKeys
+	}
+	return 0
+}
+
+func (x *VerifyRequest) GetRestart() bool {
+	if x != nil {
+		return x.Restart
+	}
+	return false
+}
+
+func (x *VerifyRequest) GetSnapshot() string {
+	if x != nil {
+		return x.Snapshot
+	}
+	return ""
+}
+
+func (x *VerifyRequest) GetAllChecks() bool {
+	if x != nil {
+		return x.AllChecks
+	}
+	return false
+}
+
+// VerifyCheck is one comparison of one object between source and target.
+type VerifyCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "table", "rows", "checksum", "column", "index", "constraint", ...
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The object, with identifiers quoted where needed.
+	Object string `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	// What each side has; "(missing)" when it has nothing of that name.
+	Source        string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Target        string `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
+	Ok            bool   `protobuf:"varint,5,opt,name=ok,proto3" json:"ok,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyCheck) Reset() {
+	*x = VerifyCheck{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyCheck) ProtoMessage() {}
+
+func (x *VerifyCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyCheck.ProtoReflect.Descriptor instead.
+func (*VerifyCheck) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *VerifyCheck) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *VerifyCheck) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *VerifyCheck) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *VerifyCheck) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *VerifyCheck) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+type VerifyRow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The value of the table's key column.
+	Key           int64     `protobuf:"varint,1,opt,name=key,proto3" json:"key,omitempty"`
+	Change        RowChange `protobuf:"varint,2,opt,name=change,proto3,enum=pgcaravan.v1.RowChange" json:"change,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyRow) Reset() {
+	*x = VerifyRow{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRow) ProtoMessage() {}
+
+func (x *VerifyRow) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRow.ProtoReflect.Descriptor instead.
+func (*VerifyRow) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *VerifyRow) GetKey() int64 {
+	if x != nil {
+		return x.Key
+	}
+	return 0
+}
+
+func (x *VerifyRow) GetChange() RowChange {
+	if x != nil {
+		return x.Change
+	}
+	return RowChange_ROW_CHANGE_UNSPECIFIED
+}
+
+// VerifyKeyRange is a range of a key, [from, to); an unset end is open.
+type VerifyKeyRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          *int64                 `protobuf:"varint,1,opt,name=from,proto3,oneof" json:"from,omitempty"`
+	To            *int64                 `protobuf:"varint,2,opt,name=to,proto3,oneof" json:"to,omitempty"`
+	SourceRows    int64                  `protobuf:"varint,3,opt,name=source_rows,json=sourceRows,proto3" json:"source_rows,omitempty"`
+	TargetRows    int64                  `protobuf:"varint,4,opt,name=target_rows,json=targetRows,proto3" json:"target_rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyKeyRange) Reset() {
+	*x = VerifyKeyRange{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyKeyRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyKeyRange) ProtoMessage() {}
+
+func (x *VerifyKeyRange) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyKeyRange.ProtoReflect.Descriptor instead.
+func (*VerifyKeyRange) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *VerifyKeyRange) GetFrom() int64 {
+	if x != nil && x.From != nil {
+		return *x.From
+	}
+	return 0
+}
+
+func (x *VerifyKeyRange) GetTo() int64 {
+	if x != nil && x.To != nil {
+		return *x.To
+	}
+	return 0
+}
+
+func (x *VerifyKeyRange) GetSourceRows() int64 {
+	if x != nil {
+		return x.SourceRows
+	}
+	return 0
+}
+
+func (x *VerifyKeyRange) GetTargetRows() int64 {
+	if x != nil {
+		return x.TargetRows
+	}
+	return 0
+}
+
+// VerifyTable is how one table's rows were compared.
+type VerifyTable struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// The integer key the table was cut on; empty when it has none and was
+	// compared whole.
+	Key    string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Ranges int32  `protobuf:"varint,3,opt,name=ranges,proto3" json:"ranges,omitempty"`
+	// Ranges read by this call.
+	RangesCompared int32 `protobuf:"varint,4,opt,name=ranges_compared,json=rangesCompared,proto3" json:"ranges_compared,omitempty"`
+	// Ranges found equal by an earlier call and not read again.
+	RangesResumed int32 `protobuf:"varint,5,opt,name=ranges_resumed,json=rangesResumed,proto3" json:"ranges_resumed,omitempty"`
+	RangesDiffer  int32 `protobuf:"varint,6,opt,name=ranges_differ,json=rangesDiffer,proto3" json:"ranges_differ,omitempty"`
+	// The differing keys, in key order, at most max_keys.
+	Rows []*VerifyRow `protobuf:"bytes,7,rep,name=rows,proto3" json:"rows,omitempty"`
+	// Differing keys found beyond max_keys.
+	MoreRows int32 `protobuf:"varint,8,opt,name=more_rows,json=moreRows,proto3" json:"more_rows,omitempty"`
+	// Differing ranges not searched for keys once max_keys was reached.
+	Unsearched    []*VerifyKeyRange `protobuf:"bytes,9,rep,name=unsearched,proto3" json:"unsearched,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyTable) Reset() {
+	*x = VerifyTable{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyTable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyTable) ProtoMessage() {}
+
+func (x *VerifyTable) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyTable.ProtoReflect.Descriptor instead.
+func (*VerifyTable) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *VerifyTable) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *VerifyTable) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *VerifyTable) GetRanges() int32 {
+	if x != nil {
+		return x.Ranges
+	}
+	return 0
+}
+
+func (x *VerifyTable) GetRangesCompared() int32 {
+	if x != nil {
+		return x.RangesCompared
+	}
+	return 0
+}
+
+func (x *VerifyTable) GetRangesResumed() int32 {
+	if x != nil {
+		return x.RangesResumed
+	}
+	return 0
+}
+
+func (x *VerifyTable) GetRangesDiffer() int32 {
+	if x != nil {
+		return x.RangesDiffer
+	}
+	return 0
+}
+
+func (x *VerifyTable) GetRows() []*VerifyRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *VerifyTable) GetMoreRows() int32 {
+	if x != nil {
+		return x.MoreRows
+	}
+	return 0
+}
+
+func (x *VerifyTable) GetUnsearched() []*VerifyKeyRange {
+	if x != nil {
+		return x.Unsearched
+	}
+	return nil
+}
+
+type VerifyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// No check differs.
+	Ok bool `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	// The checks that differ (every check with all_checks).
+	Checks       []*VerifyCheck `protobuf:"bytes,2,rep,name=checks,proto3" json:"checks,omitempty"`
+	ChecksTotal  int32          `protobuf:"varint,3,opt,name=checks_total,json=checksTotal,proto3" json:"checks_total,omitempty"`
+	ChecksFailed int32          `protobuf:"varint,4,opt,name=checks_failed,json=checksFailed,proto3" json:"checks_failed,omitempty"`
+	// Every table whose rows were compared on both sides, in name order.
+	Tables        []*VerifyTable `protobuf:"bytes,5,rep,name=tables,proto3" json:"tables,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyResponse) Reset() {
+	*x = VerifyResponse{}
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyResponse) ProtoMessage() {}
+
+func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyResponse) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *VerifyResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *VerifyResponse) GetChecks() []*VerifyCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+func (x *VerifyResponse) GetChecksTotal() int32 {
+	if x != nil {
+		return x.ChecksTotal
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetChecksFailed() int32 {
+	if x != nil {
+		return x.ChecksFailed
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetTables() []*VerifyTable {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
 var File_pgcaravan_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgcaravan_v1_admin_proto_rawDesc = "" +
@@ -2195,7 +2750,53 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\x10PrecheckResponse\x123\n" +
 	"\x06checks\x18\x01 \x03(\v2\x1b.pgcaravan.v1.PrecheckCheckR\x06checks\x12:\n" +
 	"\bforecast\x18\x02 \x01(\v2\x1e.pgcaravan.v1.PrecheckForecastR\bforecast\x12\x16\n" +
-	"\x06failed\x18\x03 \x01(\bR\x06failed*\x9b\x01\n" +
+	"\x06failed\x18\x03 \x01(\bR\x06failed\"\xcf\x01\n" +
+	"\rVerifyRequest\x12\x12\n" +
+	"\x04jobs\x18\x01 \x01(\x05R\x04jobs\x12\x1d\n" +
+	"\n" +
+	"range_rows\x18\x02 \x01(\x03R\trangeRows\x12\x1b\n" +
+	"\tleaf_rows\x18\x03 \x01(\x03R\bleafRows\x12\x19\n" +
+	"\bmax_keys\x18\x04 \x01(\x05R\amaxKeys\x12\x18\n" +
+	"\arestart\x18\x05 \x01(\bR\arestart\x12\x1a\n" +
+	"\bsnapshot\x18\x06 \x01(\tR\bsnapshot\x12\x1d\n" +
+	"\n" +
+	"all_checks\x18\a \x01(\bR\tallChecks\"y\n" +
+	"\vVerifyCheck\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06object\x18\x02 \x01(\tR\x06object\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12\x16\n" +
+	"\x06target\x18\x04 \x01(\tR\x06target\x12\x0e\n" +
+	"\x02ok\x18\x05 \x01(\bR\x02ok\"N\n" +
+	"\tVerifyRow\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x03R\x03key\x12/\n" +
+	"\x06change\x18\x02 \x01(\x0e2\x17.pgcaravan.v1.RowChangeR\x06change\"\x90\x01\n" +
+	"\x0eVerifyKeyRange\x12\x17\n" +
+	"\x04from\x18\x01 \x01(\x03H\x00R\x04from\x88\x01\x01\x12\x13\n" +
+	"\x02to\x18\x02 \x01(\x03H\x01R\x02to\x88\x01\x01\x12\x1f\n" +
+	"\vsource_rows\x18\x03 \x01(\x03R\n" +
+	"sourceRows\x12\x1f\n" +
+	"\vtarget_rows\x18\x04 \x01(\x03R\n" +
+	"targetRowsB\a\n" +
+	"\x05_fromB\x05\n" +
+	"\x03_to\"\xca\x02\n" +
+	"\vVerifyTable\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x16\n" +
+	"\x06ranges\x18\x03 \x01(\x05R\x06ranges\x12'\n" +
+	"\x0franges_compared\x18\x04 \x01(\x05R\x0erangesCompared\x12%\n" +
+	"\x0eranges_resumed\x18\x05 \x01(\x05R\rrangesResumed\x12#\n" +
+	"\rranges_differ\x18\x06 \x01(\x05R\frangesDiffer\x12+\n" +
+	"\x04rows\x18\a \x03(\v2\x17.pgcaravan.v1.VerifyRowR\x04rows\x12\x1b\n" +
+	"\tmore_rows\x18\b \x01(\x05R\bmoreRows\x12<\n" +
+	"\n" +
+	"unsearched\x18\t \x03(\v2\x1c.pgcaravan.v1.VerifyKeyRangeR\n" +
+	"unsearched\"\xce\x01\n" +
+	"\x0eVerifyResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x121\n" +
+	"\x06checks\x18\x02 \x03(\v2\x19.pgcaravan.v1.VerifyCheckR\x06checks\x12!\n" +
+	"\fchecks_total\x18\x03 \x01(\x05R\vchecksTotal\x12#\n" +
+	"\rchecks_failed\x18\x04 \x01(\x05R\fchecksFailed\x121\n" +
+	"\x06tables\x18\x05 \x03(\v2\x19.pgcaravan.v1.VerifyTableR\x06tables*\x9b\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPHASE_SCHEMA\x10\x01\x12\x0e\n" +
@@ -2220,7 +2821,12 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\x17CHECK_LEVEL_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CHECK_LEVEL_PASS\x10\x01\x12\x14\n" +
 	"\x10CHECK_LEVEL_WARN\x10\x02\x12\x14\n" +
-	"\x10CHECK_LEVEL_FAIL\x10\x032\xa2\x05\n" +
+	"\x10CHECK_LEVEL_FAIL\x10\x03*\x81\x01\n" +
+	"\tRowChange\x12\x1a\n" +
+	"\x16ROW_CHANGE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12ROW_CHANGE_CHANGED\x10\x01\x12 \n" +
+	"\x1cROW_CHANGE_MISSING_ON_TARGET\x10\x02\x12\x1e\n" +
+	"\x1aROW_CHANGE_EXTRA_ON_TARGET\x10\x032\xe7\x05\n" +
 	"\fAdminService\x12C\n" +
 	"\x06Status\x12\x1b.pgcaravan.v1.StatusRequest\x1a\x1c.pgcaravan.v1.StatusResponse\x12O\n" +
 	"\n" +
@@ -2231,7 +2837,8 @@ const file_pgcaravan_v1_admin_proto_rawDesc = "" +
 	"\tRetryUnit\x12\x1e.pgcaravan.v1.RetryUnitRequest\x1a\x1f.pgcaravan.v1.RetryUnitResponse\x12F\n" +
 	"\aCutover\x12\x1c.pgcaravan.v1.CutoverRequest\x1a\x1d.pgcaravan.v1.CutoverResponse\x12F\n" +
 	"\aCleanup\x12\x1c.pgcaravan.v1.CleanupRequest\x1a\x1d.pgcaravan.v1.CleanupResponse\x12I\n" +
-	"\bPrecheck\x12\x1d.pgcaravan.v1.PrecheckRequest\x1a\x1e.pgcaravan.v1.PrecheckResponseB?Z=github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1;pgcaravanv1b\x06proto3"
+	"\bPrecheck\x12\x1d.pgcaravan.v1.PrecheckRequest\x1a\x1e.pgcaravan.v1.PrecheckResponse\x12C\n" +
+	"\x06Verify\x12\x1b.pgcaravan.v1.VerifyRequest\x1a\x1c.pgcaravan.v1.VerifyResponseB?Z=github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1;pgcaravanv1b\x06proto3"
 
 var (
 	file_pgcaravan_v1_admin_proto_rawDescOnce sync.Once
@@ -2245,98 +2852,112 @@ func file_pgcaravan_v1_admin_proto_rawDescGZIP() []byte {
 	return file_pgcaravan_v1_admin_proto_rawDescData
 }
 
-var file_pgcaravan_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_pgcaravan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_pgcaravan_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_pgcaravan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_pgcaravan_v1_admin_proto_goTypes = []any{
 	(Phase)(0),                    // 0: pgcaravan.v1.Phase
 	(TableState)(0),               // 1: pgcaravan.v1.TableState
 	(CheckLevel)(0),               // 2: pgcaravan.v1.CheckLevel
-	(*StatusRequest)(nil),         // 3: pgcaravan.v1.StatusRequest
-	(*UnitStateCount)(nil),        // 4: pgcaravan.v1.UnitStateCount
-	(*WorkerInfo)(nil),            // 5: pgcaravan.v1.WorkerInfo
-	(*TableStatus)(nil),           // 6: pgcaravan.v1.TableStatus
-	(*FailedUnit)(nil),            // 7: pgcaravan.v1.FailedUnit
-	(*PhaseTiming)(nil),           // 8: pgcaravan.v1.PhaseTiming
-	(*StatusResponse)(nil),        // 9: pgcaravan.v1.StatusResponse
-	(*CDCStatus)(nil),             // 10: pgcaravan.v1.CDCStatus
-	(*ListTablesRequest)(nil),     // 11: pgcaravan.v1.ListTablesRequest
-	(*ListTablesResponse)(nil),    // 12: pgcaravan.v1.ListTablesResponse
-	(*ListUnitsRequest)(nil),      // 13: pgcaravan.v1.ListUnitsRequest
-	(*UnitInfo)(nil),              // 14: pgcaravan.v1.UnitInfo
-	(*ListUnitsResponse)(nil),     // 15: pgcaravan.v1.ListUnitsResponse
-	(*PauseRequest)(nil),          // 16: pgcaravan.v1.PauseRequest
-	(*PauseResponse)(nil),         // 17: pgcaravan.v1.PauseResponse
-	(*ResumeRequest)(nil),         // 18: pgcaravan.v1.ResumeRequest
-	(*ResumeResponse)(nil),        // 19: pgcaravan.v1.ResumeResponse
-	(*RetryUnitRequest)(nil),      // 20: pgcaravan.v1.RetryUnitRequest
-	(*RetryUnitResponse)(nil),     // 21: pgcaravan.v1.RetryUnitResponse
-	(*CutoverRequest)(nil),        // 22: pgcaravan.v1.CutoverRequest
-	(*CutoverResponse)(nil),       // 23: pgcaravan.v1.CutoverResponse
-	(*CleanupRequest)(nil),        // 24: pgcaravan.v1.CleanupRequest
-	(*CleanupResponse)(nil),       // 25: pgcaravan.v1.CleanupResponse
-	(*PrecheckRequest)(nil),       // 26: pgcaravan.v1.PrecheckRequest
-	(*PrecheckCheck)(nil),         // 27: pgcaravan.v1.PrecheckCheck
-	(*PrecheckForecast)(nil),      // 28: pgcaravan.v1.PrecheckForecast
-	(*PrecheckResponse)(nil),      // 29: pgcaravan.v1.PrecheckResponse
-	(UnitState)(0),                // 30: pgcaravan.v1.UnitState
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(UnitKind)(0),                 // 32: pgcaravan.v1.UnitKind
-	(*DatabaseIdentity)(nil),      // 33: pgcaravan.v1.DatabaseIdentity
-	(*Unit)(nil),                  // 34: pgcaravan.v1.Unit
-	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
+	(RowChange)(0),                // 3: pgcaravan.v1.RowChange
+	(*StatusRequest)(nil),         // 4: pgcaravan.v1.StatusRequest
+	(*UnitStateCount)(nil),        // 5: pgcaravan.v1.UnitStateCount
+	(*WorkerInfo)(nil),            // 6: pgcaravan.v1.WorkerInfo
+	(*TableStatus)(nil),           // 7: pgcaravan.v1.TableStatus
+	(*FailedUnit)(nil),            // 8: pgcaravan.v1.FailedUnit
+	(*PhaseTiming)(nil),           // 9: pgcaravan.v1.PhaseTiming
+	(*StatusResponse)(nil),        // 10: pgcaravan.v1.StatusResponse
+	(*CDCStatus)(nil),             // 11: pgcaravan.v1.CDCStatus
+	(*ListTablesRequest)(nil),     // 12: pgcaravan.v1.ListTablesRequest
+	(*ListTablesResponse)(nil),    // 13: pgcaravan.v1.ListTablesResponse
+	(*ListUnitsRequest)(nil),      // 14: pgcaravan.v1.ListUnitsRequest
+	(*UnitInfo)(nil),              // 15: pgcaravan.v1.UnitInfo
+	(*ListUnitsResponse)(nil),     // 16: pgcaravan.v1.ListUnitsResponse
+	(*PauseRequest)(nil),          // 17: pgcaravan.v1.PauseRequest
+	(*PauseResponse)(nil),         // 18: pgcaravan.v1.PauseResponse
+	(*ResumeRequest)(nil),         // 19: pgcaravan.v1.ResumeRequest
+	(*ResumeResponse)(nil),        // 20: pgcaravan.v1.ResumeResponse
+	(*RetryUnitRequest)(nil),      // 21: pgcaravan.v1.RetryUnitRequest
+	(*RetryUnitResponse)(nil),     // 22: pgcaravan.v1.RetryUnitResponse
+	(*CutoverRequest)(nil),        // 23: pgcaravan.v1.CutoverRequest
+	(*CutoverResponse)(nil),       // 24: pgcaravan.v1.CutoverResponse
+	(*CleanupRequest)(nil),        // 25: pgcaravan.v1.CleanupRequest
+	(*CleanupResponse)(nil),       // 26: pgcaravan.v1.CleanupResponse
+	(*PrecheckRequest)(nil),       // 27: pgcaravan.v1.PrecheckRequest
+	(*PrecheckCheck)(nil),         // 28: pgcaravan.v1.PrecheckCheck
+	(*PrecheckForecast)(nil),      // 29: pgcaravan.v1.PrecheckForecast
+	(*PrecheckResponse)(nil),      // 30: pgcaravan.v1.PrecheckResponse
+	(*VerifyRequest)(nil),         // 31: pgcaravan.v1.VerifyRequest
+	(*VerifyCheck)(nil),           // 32: pgcaravan.v1.VerifyCheck
+	(*VerifyRow)(nil),             // 33: pgcaravan.v1.VerifyRow
+	(*VerifyKeyRange)(nil),        // 34: pgcaravan.v1.VerifyKeyRange
+	(*VerifyTable)(nil),           // 35: pgcaravan.v1.VerifyTable
+	(*VerifyResponse)(nil),        // 36: pgcaravan.v1.VerifyResponse
+	(UnitState)(0),                // 37: pgcaravan.v1.UnitState
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(UnitKind)(0),                 // 39: pgcaravan.v1.UnitKind
+	(*DatabaseIdentity)(nil),      // 40: pgcaravan.v1.DatabaseIdentity
+	(*Unit)(nil),                  // 41: pgcaravan.v1.Unit
+	(*durationpb.Duration)(nil),   // 42: google.protobuf.Duration
 }
 var file_pgcaravan_v1_admin_proto_depIdxs = []int32{
-	30, // 0: pgcaravan.v1.UnitStateCount.state:type_name -> pgcaravan.v1.UnitState
-	31, // 1: pgcaravan.v1.WorkerInfo.last_seen:type_name -> google.protobuf.Timestamp
+	37, // 0: pgcaravan.v1.UnitStateCount.state:type_name -> pgcaravan.v1.UnitState
+	38, // 1: pgcaravan.v1.WorkerInfo.last_seen:type_name -> google.protobuf.Timestamp
 	1,  // 2: pgcaravan.v1.TableStatus.state:type_name -> pgcaravan.v1.TableState
-	31, // 3: pgcaravan.v1.TableStatus.copy_started_at:type_name -> google.protobuf.Timestamp
-	32, // 4: pgcaravan.v1.FailedUnit.kind:type_name -> pgcaravan.v1.UnitKind
+	38, // 3: pgcaravan.v1.TableStatus.copy_started_at:type_name -> google.protobuf.Timestamp
+	39, // 4: pgcaravan.v1.FailedUnit.kind:type_name -> pgcaravan.v1.UnitKind
 	0,  // 5: pgcaravan.v1.StatusResponse.phase:type_name -> pgcaravan.v1.Phase
-	33, // 6: pgcaravan.v1.StatusResponse.source:type_name -> pgcaravan.v1.DatabaseIdentity
-	33, // 7: pgcaravan.v1.StatusResponse.target:type_name -> pgcaravan.v1.DatabaseIdentity
-	31, // 8: pgcaravan.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	31, // 9: pgcaravan.v1.StatusResponse.finished_at:type_name -> google.protobuf.Timestamp
-	4,  // 10: pgcaravan.v1.StatusResponse.units:type_name -> pgcaravan.v1.UnitStateCount
-	5,  // 11: pgcaravan.v1.StatusResponse.workers:type_name -> pgcaravan.v1.WorkerInfo
-	6,  // 12: pgcaravan.v1.StatusResponse.tables:type_name -> pgcaravan.v1.TableStatus
-	7,  // 13: pgcaravan.v1.StatusResponse.failed_units:type_name -> pgcaravan.v1.FailedUnit
-	8,  // 14: pgcaravan.v1.StatusResponse.timings:type_name -> pgcaravan.v1.PhaseTiming
-	10, // 15: pgcaravan.v1.StatusResponse.cdc:type_name -> pgcaravan.v1.CDCStatus
-	6,  // 16: pgcaravan.v1.ListTablesResponse.tables:type_name -> pgcaravan.v1.TableStatus
-	30, // 17: pgcaravan.v1.ListUnitsRequest.state:type_name -> pgcaravan.v1.UnitState
-	34, // 18: pgcaravan.v1.UnitInfo.unit:type_name -> pgcaravan.v1.Unit
-	30, // 19: pgcaravan.v1.UnitInfo.state:type_name -> pgcaravan.v1.UnitState
-	31, // 20: pgcaravan.v1.UnitInfo.started_at:type_name -> google.protobuf.Timestamp
-	31, // 21: pgcaravan.v1.UnitInfo.finished_at:type_name -> google.protobuf.Timestamp
-	14, // 22: pgcaravan.v1.ListUnitsResponse.units:type_name -> pgcaravan.v1.UnitInfo
-	35, // 23: pgcaravan.v1.PrecheckRequest.wal_sample:type_name -> google.protobuf.Duration
-	35, // 24: pgcaravan.v1.PrecheckRequest.long_transaction:type_name -> google.protobuf.Duration
+	40, // 6: pgcaravan.v1.StatusResponse.source:type_name -> pgcaravan.v1.DatabaseIdentity
+	40, // 7: pgcaravan.v1.StatusResponse.target:type_name -> pgcaravan.v1.DatabaseIdentity
+	38, // 8: pgcaravan.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	38, // 9: pgcaravan.v1.StatusResponse.finished_at:type_name -> google.protobuf.Timestamp
+	5,  // 10: pgcaravan.v1.StatusResponse.units:type_name -> pgcaravan.v1.UnitStateCount
+	6,  // 11: pgcaravan.v1.StatusResponse.workers:type_name -> pgcaravan.v1.WorkerInfo
+	7,  // 12: pgcaravan.v1.StatusResponse.tables:type_name -> pgcaravan.v1.TableStatus
+	8,  // 13: pgcaravan.v1.StatusResponse.failed_units:type_name -> pgcaravan.v1.FailedUnit
+	9,  // 14: pgcaravan.v1.StatusResponse.timings:type_name -> pgcaravan.v1.PhaseTiming
+	11, // 15: pgcaravan.v1.StatusResponse.cdc:type_name -> pgcaravan.v1.CDCStatus
+	7,  // 16: pgcaravan.v1.ListTablesResponse.tables:type_name -> pgcaravan.v1.TableStatus
+	37, // 17: pgcaravan.v1.ListUnitsRequest.state:type_name -> pgcaravan.v1.UnitState
+	41, // 18: pgcaravan.v1.UnitInfo.unit:type_name -> pgcaravan.v1.Unit
+	37, // 19: pgcaravan.v1.UnitInfo.state:type_name -> pgcaravan.v1.UnitState
+	38, // 20: pgcaravan.v1.UnitInfo.started_at:type_name -> google.protobuf.Timestamp
+	38, // 21: pgcaravan.v1.UnitInfo.finished_at:type_name -> google.protobuf.Timestamp
+	15, // 22: pgcaravan.v1.ListUnitsResponse.units:type_name -> pgcaravan.v1.UnitInfo
+	42, // 23: pgcaravan.v1.PrecheckRequest.wal_sample:type_name -> google.protobuf.Duration
+	42, // 24: pgcaravan.v1.PrecheckRequest.long_transaction:type_name -> google.protobuf.Duration
 	2,  // 25: pgcaravan.v1.PrecheckCheck.level:type_name -> pgcaravan.v1.CheckLevel
-	27, // 26: pgcaravan.v1.PrecheckResponse.checks:type_name -> pgcaravan.v1.PrecheckCheck
-	28, // 27: pgcaravan.v1.PrecheckResponse.forecast:type_name -> pgcaravan.v1.PrecheckForecast
-	3,  // 28: pgcaravan.v1.AdminService.Status:input_type -> pgcaravan.v1.StatusRequest
-	11, // 29: pgcaravan.v1.AdminService.ListTables:input_type -> pgcaravan.v1.ListTablesRequest
-	13, // 30: pgcaravan.v1.AdminService.ListUnits:input_type -> pgcaravan.v1.ListUnitsRequest
-	16, // 31: pgcaravan.v1.AdminService.Pause:input_type -> pgcaravan.v1.PauseRequest
-	18, // 32: pgcaravan.v1.AdminService.Resume:input_type -> pgcaravan.v1.ResumeRequest
-	20, // 33: pgcaravan.v1.AdminService.RetryUnit:input_type -> pgcaravan.v1.RetryUnitRequest
-	22, // 34: pgcaravan.v1.AdminService.Cutover:input_type -> pgcaravan.v1.CutoverRequest
-	24, // 35: pgcaravan.v1.AdminService.Cleanup:input_type -> pgcaravan.v1.CleanupRequest
-	26, // 36: pgcaravan.v1.AdminService.Precheck:input_type -> pgcaravan.v1.PrecheckRequest
-	9,  // 37: pgcaravan.v1.AdminService.Status:output_type -> pgcaravan.v1.StatusResponse
-	12, // 38: pgcaravan.v1.AdminService.ListTables:output_type -> pgcaravan.v1.ListTablesResponse
-	15, // 39: pgcaravan.v1.AdminService.ListUnits:output_type -> pgcaravan.v1.ListUnitsResponse
-	17, // 40: pgcaravan.v1.AdminService.Pause:output_type -> pgcaravan.v1.PauseResponse
-	19, // 41: pgcaravan.v1.AdminService.Resume:output_type -> pgcaravan.v1.ResumeResponse
-	21, // 42: pgcaravan.v1.AdminService.RetryUnit:output_type -> pgcaravan.v1.RetryUnitResponse
-	23, // 43: pgcaravan.v1.AdminService.Cutover:output_type -> pgcaravan.v1.CutoverResponse
-	25, // 44: pgcaravan.v1.AdminService.Cleanup:output_type -> pgcaravan.v1.CleanupResponse
-	29, // 45: pgcaravan.v1.AdminService.Precheck:output_type -> pgcaravan.v1.PrecheckResponse
-	37, // [37:46] is the sub-list for method output_type
-	28, // [28:37] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	28, // 26: pgcaravan.v1.PrecheckResponse.checks:type_name -> pgcaravan.v1.PrecheckCheck
+	29, // 27: pgcaravan.v1.PrecheckResponse.forecast:type_name -> pgcaravan.v1.PrecheckForecast
+	3,  // 28: pgcaravan.v1.VerifyRow.change:type_name -> pgcaravan.v1.RowChange
+	33, // 29: pgcaravan.v1.VerifyTable.rows:type_name -> pgcaravan.v1.VerifyRow
+	34, // 30: pgcaravan.v1.VerifyTable.unsearched:type_name -> pgcaravan.v1.VerifyKeyRange
+	32, // 31: pgcaravan.v1.VerifyResponse.checks:type_name -> pgcaravan.v1.VerifyCheck
+	35, // 32: pgcaravan.v1.VerifyResponse.tables:type_name -> pgcaravan.v1.VerifyTable
+	4,  // 33: pgcaravan.v1.AdminService.Status:input_type -> pgcaravan.v1.StatusRequest
+	12, // 34: pgcaravan.v1.AdminService.ListTables:input_type -> pgcaravan.v1.ListTablesRequest
+	14, // 35: pgcaravan.v1.AdminService.ListUnits:input_type -> pgcaravan.v1.ListUnitsRequest
+	17, // 36: pgcaravan.v1.AdminService.Pause:input_type -> pgcaravan.v1.PauseRequest
+	19, // 37: pgcaravan.v1.AdminService.Resume:input_type -> pgcaravan.v1.ResumeRequest
+	21, // 38: pgcaravan.v1.AdminService.RetryUnit:input_type -> pgcaravan.v1.RetryUnitRequest
+	23, // 39: pgcaravan.v1.AdminService.Cutover:input_type -> pgcaravan.v1.CutoverRequest
+	25, // 40: pgcaravan.v1.AdminService.Cleanup:input_type -> pgcaravan.v1.CleanupRequest
+	27, // 41: pgcaravan.v1.AdminService.Precheck:input_type -> pgcaravan.v1.PrecheckRequest
+	31, // 42: pgcaravan.v1.AdminService.Verify:input_type -> pgcaravan.v1.VerifyRequest
+	10, // 43: pgcaravan.v1.AdminService.Status:output_type -> pgcaravan.v1.StatusResponse
+	13, // 44: pgcaravan.v1.AdminService.ListTables:output_type -> pgcaravan.v1.ListTablesResponse
+	16, // 45: pgcaravan.v1.AdminService.ListUnits:output_type -> pgcaravan.v1.ListUnitsResponse
+	18, // 46: pgcaravan.v1.AdminService.Pause:output_type -> pgcaravan.v1.PauseResponse
+	20, // 47: pgcaravan.v1.AdminService.Resume:output_type -> pgcaravan.v1.ResumeResponse
+	22, // 48: pgcaravan.v1.AdminService.RetryUnit:output_type -> pgcaravan.v1.RetryUnitResponse
+	24, // 49: pgcaravan.v1.AdminService.Cutover:output_type -> pgcaravan.v1.CutoverResponse
+	26, // 50: pgcaravan.v1.AdminService.Cleanup:output_type -> pgcaravan.v1.CleanupResponse
+	30, // 51: pgcaravan.v1.AdminService.Precheck:output_type -> pgcaravan.v1.PrecheckResponse
+	36, // 52: pgcaravan.v1.AdminService.Verify:output_type -> pgcaravan.v1.VerifyResponse
+	43, // [43:53] is the sub-list for method output_type
+	33, // [33:43] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_pgcaravan_v1_admin_proto_init() }
@@ -2346,13 +2967,14 @@ func file_pgcaravan_v1_admin_proto_init() {
 	}
 	file_pgcaravan_v1_coordinator_proto_init()
 	file_pgcaravan_v1_unit_proto_init()
+	file_pgcaravan_v1_admin_proto_msgTypes[30].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgcaravan_v1_admin_proto_rawDesc), len(file_pgcaravan_v1_admin_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   27,
+			NumEnums:      4,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	AdminService_Cutover_FullMethodName    = "/pgcaravan.v1.AdminService/Cutover"
 	AdminService_Cleanup_FullMethodName    = "/pgcaravan.v1.AdminService/Cleanup"
 	AdminService_Precheck_FullMethodName   = "/pgcaravan.v1.AdminService/Precheck"
+	AdminService_Verify_FullMethodName     = "/pgcaravan.v1.AdminService/Verify"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -60,6 +61,14 @@ type AdminServiceClient interface {
 	// timeouts, extensions, roles, an empty target, sizes, leftover slots)
 	// and says, for each check, PASS, WARN or FAIL and what to do.
 	Precheck(ctx context.Context, in *PrecheckRequest, opts ...grpc.CallOption) (*PrecheckResponse, error)
+	// Verify compares the coordinator's source and target, with its filters,
+	// as `pgcaravan verify` does: every definition, and every table's rows
+	// range by range (hashed in SQL on each side), listing the keys of the
+	// rows that differ. Results are kept in the coordinator's --dir, so a
+	// call after an interrupted one compares again only what was not found
+	// equal. Run it on a quiet pair (after cutover, or with writes stopped),
+	// or pin the source with a snapshot. One Verify runs at a time.
+	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
 }
 
 type adminServiceClient struct {
@@ -160,6 +169,16 @@ func (c *adminServiceClient) Precheck(ctx context.Context, in *PrecheckRequest, 
 	return out, nil
 }
 
+func (c *adminServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyResponse)
+	err := c.cc.Invoke(ctx, AdminService_Verify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -190,6 +209,14 @@ type AdminServiceServer interface {
 	// timeouts, extensions, roles, an empty target, sizes, leftover slots)
 	// and says, for each check, PASS, WARN or FAIL and what to do.
 	Precheck(context.Context, *PrecheckRequest) (*PrecheckResponse, error)
+	// Verify compares the coordinator's source and target, with its filters,
+	// as `pgcaravan verify` does: every definition, and every table's rows
+	// range by range (hashed in SQL on each side), listing the keys of the
+	// rows that differ. Results are kept in the coordinator's --dir, so a
+	// call after an interrupted one compares again only what was not found
+	// equal. Run it on a quiet pair (after cutover, or with writes stopped),
+	// or pin the source with a snapshot. One Verify runs at a time.
+	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -226,6 +253,9 @@ func (UnimplementedAdminServiceServer) Cleanup(context.Context, *CleanupRequest)
 }
 func (UnimplementedAdminServiceServer) Precheck(context.Context, *PrecheckRequest) (*PrecheckResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Precheck not implemented")
+}
+func (UnimplementedAdminServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -410,6 +440,24 @@ func _AdminService_Precheck_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Verify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Verify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Verify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Verify(ctx, req.(*VerifyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -452,6 +500,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Precheck",
 			Handler:    _AdminService_Precheck_Handler,
+		},
+		{
+			MethodName: "Verify",
+			Handler:    _AdminService_Verify_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
