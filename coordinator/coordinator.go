@@ -61,6 +61,26 @@ type Config struct {
 	// out of the clone (--filters, --table, --exclude-*); nil copies all.
 	Filter *filter.Filter
 
+	// NoComments restores no comments (pg_restore --no-comments).
+	NoComments bool
+	// SkipExtensions creates no extension: CREATE EXTENSION entries and
+	// the comments on extensions are left out, so the target must have
+	// the extensions the restored objects use.
+	SkipExtensions bool
+	// Roles makes the source server's roles on the target first, from
+	// pg_dumpall --roles-only; roles the target has are left as they are.
+	Roles bool
+	// NoRolePasswords leaves the passwords out of Roles.
+	NoRolePasswords bool
+	// SkipDBProperties does not copy the source database's settings
+	// (ALTER DATABASE ... SET, ALTER ROLE ... IN DATABASE ... SET), which
+	// are otherwise made on the target database once everything else is.
+	SkipDBProperties bool
+	// AfterSchema is a SQL file run on the target in one transaction after
+	// the pre-data restore and before any data is copied; once per
+	// migration, even across coordinator restarts.
+	AfterSchema string
+
 	Lease lease.Config
 	// HeartbeatInterval is what workers heartbeat at; well under Lease.TTL.
 	HeartbeatInterval time.Duration

@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -16,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgcaravan/pgcaravan/coordinator/catalog"
+	"github.com/pgcaravan/pgcaravan/coordinator/filter"
 	"github.com/pgcaravan/pgcaravan/coordinator/lease"
 	"github.com/pgcaravan/pgcaravan/coordinator/plan"
 	"github.com/pgcaravan/pgcaravan/coordinator/rpcserver"
@@ -106,9 +110,20 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 			rpc.SetMigration(meta)
 		}
 	}
+	// 0. Refuse bad schema options before anything is done on either side.
+	afterSchema, err := c.loadAfterSchema()
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.cfg.NoRolePasswords && !c.cfg.Roles {
+		return nil, nil, errors.New("--no-role-passwords only applies to --roles: add --roles, or drop --no-role-passwords")
+	}
 	tools, err := schema.FindTools()
 	if err != nil {
 		return nil, nil, err
+	}
+	if c.cfg.Roles && tools.PgDumpAll == "" {
+		return nil, nil, fmt.Errorf("%w: pg_dumpall is not on PATH; --roles needs it (install the PostgreSQL client package, or drop --roles)", schema.ErrToolMissing)
 	}
 
 	// 1. Connect to both sides and identify them.
@@ -194,6 +209,12 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	if in.LargeObjects, err = catalog.ReadLargeObjects(ctx, snap.tx); err != nil {
 		return snap, nil, fmt.Errorf("source %s: %w", c.src, err)
 	}
+	var settings []schema.Setting
+	if !c.cfg.SkipDBProperties {
+		if settings, err = schema.ReadSettings(ctx, snap.tx); err != nil {
+			return snap, nil, c.undoIfFollow(ctx, follow, meta, fmt.Errorf("source %s: %w", c.src, err))
+		}
+	}
 	if follow && !sameTables(published, c.publishedTables(in.Tables)) {
 		return snap, nil, c.undoFollow(ctx, meta, fmt.Errorf("source %s: tables were created or dropped while the publication was set up; run again", c.src))
 	}
@@ -227,6 +248,23 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 			return snap, nil, c.undoFollow(ctx, meta, err)
 		}
 	}
+	lacking, err := c.applySchemaOptions(ctx, dstConn, &in, &kept)
+	if err != nil {
+		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+	}
+	for _, ext := range lacking {
+		w := fmt.Sprintf("--skip-extensions: the target has no extension %s; objects that use it cannot be restored (CREATE EXTENSION %s on the target first)", ext, ext)
+		meta.Warnings = append(meta.Warnings, w)
+		c.log.Warn("extension left out is missing on the target", "warning", w)
+	}
+	settingsSQL, skipped, err := c.settingsSQL(ctx, dstConn, dstID.Database, settings)
+	if err != nil {
+		if !dry {
+			return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+		}
+		meta.Warnings = append(meta.Warnings, err.Error())
+	}
+	in.Skipped = append(in.Skipped, skipped...)
 
 	// 6. Refuse a target that already has what the clone would create.
 	if err := c.checkTarget(ctx, snap.tx, dstConn, kept, pre, post); err != nil {
@@ -242,12 +280,15 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	if err := catalog.Annotate(ctx, snap.tx, in.PostData); err != nil {
 		return snap, nil, c.undoIfFollow(ctx, follow, meta, fmt.Errorf("source %s: %w", c.src, err))
 	}
-	in.Matviews = matviews(kept.pre, in.Tables)
+	var notRefreshed []string
+	in.Matviews, notRefreshed = matviews(kept.pre, in.Tables)
+	in.Skipped = append(in.Skipped, notRefreshed...)
 	p := plan.Build(in)
-	restoreOpts := schema.RestoreOptions{NoOwner: c.cfg.NoOwner, NoACL: c.cfg.NoACL}
+	restoreOpts := schema.RestoreOptions{NoOwner: c.cfg.NoOwner, NoACL: c.cfg.NoACL, NoComments: c.cfg.NoComments}
 	if err := fillSQL(ctx, tools, dumpFile, kept.post, p.Units, restoreOpts); err != nil {
 		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
 	}
+	addSettingsUnit(&p, settingsSQL)
 	mark("plan", t)
 	meta.Skipped = p.Skipped
 	if dry {
@@ -255,11 +296,22 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 		return snap, &planned{plan: p, meta: meta}, nil
 	}
 
-	// 8. Restore pre-data on the target (only the kept entries when
-	// filtered) and make the done-marker table.
+	// 8. Copy the roles (--roles), restore pre-data on the target (only
+	// the kept entries when filtered), run the --after-schema file, and
+	// make the done-marker table. The store is written only in step 9, so
+	// a coordinator restarted on the same --dir never runs the file again:
+	// either the store has the plan and it resumes, or it starts over on a
+	// target the pre-data restore refuses (or drops, with --drop-if-exists).
+	if c.cfg.Roles {
+		t = time.Now()
+		if err := c.copyRoles(ctx, tools); err != nil {
+			return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+		}
+		mark("roles", t)
+	}
 	t = time.Now()
 	restoreOpts.Clean = c.cfg.DropIfExists
-	if !c.cfg.Filter.Empty() {
+	if !c.cfg.Filter.Empty() || c.cfg.SkipExtensions {
 		restoreOpts.Only = kept.pre
 	}
 	if c.cfg.DropIfExists {
@@ -268,7 +320,18 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 		}
 	}
 	if err := tools.RestorePreData(ctx, dumpFile, c.dst, restoreOpts); err != nil {
+		if len(lacking) > 0 {
+			err = fmt.Errorf("%w (--skip-extensions left out %s, which the target does not have: create them on the target first)", err, strings.Join(lacking, ", "))
+		}
 		return snap, nil, err
+	}
+	mark("pre-data restore", t)
+	if afterSchema != nil {
+		t = time.Now()
+		if err := c.runAfterSchema(ctx, afterSchema); err != nil {
+			return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+		}
+		mark("after-schema", t)
 	}
 	if _, err := dstConn.Exec(ctx, createMarkerSchema); err != nil {
 		return snap, nil, fmt.Errorf("target %s: create the pgcaravan schema for done-markers: %w", c.dst, err)
@@ -278,7 +341,6 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 			return snap, nil, fmt.Errorf("target %s: create replication origin %s: %w", c.dst, meta.Origin, err)
 		}
 	}
-	mark("pre-data restore", t)
 
 	// 9. Persist: from here on the store describes the migration.
 	meta.Phase = store.PhaseCopy
@@ -390,20 +452,50 @@ func entriesOf(list []schema.Entry) []plan.Entry {
 	return out
 }
 
-// matviews are the populated materialized views, in dump order, which puts
-// a view after the views it reads.
-func matviews(pre []schema.Entry, tables []plan.Table) []plan.Table {
+// matviews are the materialized views to refresh after the data, in dump
+// order, which puts a view after the views it reads. The dump creates every
+// materialized view WITH NO DATA; one that is not populated on the source,
+// or whose data a filter leaves out, stays so. One that reads such a view
+// (directly or through views) stays empty too, since REFRESH would fail on
+// it; skipped says so for each.
+func matviews(pre []schema.Entry, tables []plan.Table) (refresh []plan.Table, skipped []string) {
 	byOID := map[uint32]plan.Table{}
 	for _, t := range tables {
 		byOID[t.OID] = t
 	}
-	var out []plan.Table
+	// empty are the dump ids of the materialized views left unpopulated
+	// and of the views that read one, with the view that is empty.
+	empty := map[int]plan.Table{}
 	for _, e := range pre {
-		if t, ok := byOID[e.ObjOID]; ok && e.Desc == "MATERIALIZED VIEW" && t.RelKind == "m" && t.Populated && !t.NoData {
-			out = append(out, t)
+		if e.Desc != "MATERIALIZED VIEW" && e.Desc != "VIEW" {
+			continue
+		}
+		var reads *plan.Table
+		for _, d := range e.Deps {
+			if m, ok := empty[d]; ok {
+				reads = &m
+				break
+			}
+		}
+		t, ok := byOID[e.ObjOID]
+		if e.Desc == "VIEW" || !ok || t.RelKind != "m" {
+			if reads != nil {
+				empty[e.DumpID] = *reads
+			}
+			continue
+		}
+		switch {
+		case !t.Populated || t.NoData:
+			empty[e.DumpID] = t
+		case reads != nil:
+			empty[e.DumpID] = t
+			skipped = append(skipped, fmt.Sprintf("materialized view %s: not refreshed, it reads materialized view %s, which stays empty",
+				filter.Name{Schema: t.Schema, Name: t.Name}, filter.Name{Schema: reads.Schema, Name: reads.Name}))
+		default:
+			refresh = append(refresh, t)
 		}
 	}
-	return out
+	return refresh, skipped
 }
 
 // fillSQL restores the SQL of every unit made of dump entries.
@@ -455,4 +547,181 @@ func newMigrationID() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// loadAfterSchema reads and parses the --after-schema file, so a missing or
+// malformed file is refused before anything is done on the target.
+func (c *Coordinator) loadAfterSchema() (*schema.Script, error) {
+	path := c.cfg.AfterSchema
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("--after-schema %s: no such file (give the path of a SQL file to run on the target after the pre-data schema)", path)
+	case err != nil:
+		return nil, fmt.Errorf("--after-schema %s: %w", path, err)
+	}
+	s, err := schema.ParseScript(path, string(b))
+	if err != nil {
+		return nil, fmt.Errorf("--after-schema %w", err)
+	}
+	if len(s.Statements) == 0 {
+		return nil, fmt.Errorf("--after-schema %s: the file has no SQL statement", path)
+	}
+	return &s, nil
+}
+
+// runAfterSchema runs the --after-schema file on the target in one
+// transaction, on a session of its own so that what it SETs stays there.
+func (c *Coordinator) runAfterSchema(ctx context.Context, s *schema.Script) error {
+	conn, err := c.dst.Connect(ctx, "pgcaravan-coordinator")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if err := s.Run(ctx, conn); err != nil {
+		return fmt.Errorf("--after-schema on target %s: %w\n(the target has the pre-data schema and no data: fix the file, then start over with --drop-if-exists)", c.dst, err)
+	}
+	c.log.Info("after-schema file applied", "file", s.Name, "statements", len(s.Statements))
+	return nil
+}
+
+// applySchemaOptions applies --skip-extensions and --no-comments to the
+// kept dump entries, recording what is left out in in.Skipped. lacking are
+// the extensions left out that the target does not have.
+func (c *Coordinator) applySchemaOptions(ctx context.Context, dst *pgx.Conn, in *plan.Input, kept *filtered) (lacking []string, err error) {
+	if c.cfg.NoComments {
+		// pg_restore --no-comments leaves out those of pre-data.
+		kept.post = schema.WithoutComments(kept.post)
+	}
+	if !c.cfg.SkipExtensions {
+		return nil, nil
+	}
+	var left []schema.Entry
+	kept.pre, left = schema.WithoutExtensions(kept.pre)
+	if len(left) == 0 {
+		return nil, nil
+	}
+	rows, err := dst.Query(ctx, `SELECT extname FROM pg_extension`)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: list extensions: %w", c.dst, err)
+	}
+	have, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("target %s: list extensions: %w", c.dst, err)
+	}
+	for _, e := range left {
+		switch e.Desc {
+		case "EXTENSION":
+			in.Skipped = append(in.Skipped, "extension "+e.Tag+": not created (--skip-extensions)")
+			if !slices.Contains(have, e.Tag) {
+				lacking = append(lacking, e.Tag)
+			}
+		default:
+			in.Skipped = append(in.Skipped, strings.ToLower(e.Desc)+" "+e.Tag+": not restored (--skip-extensions)")
+		}
+	}
+	return lacking, nil
+}
+
+// copyRoles makes the source server's roles on the target (--roles), from
+// pg_dumpall --roles-only, in one transaction. Roles the target has are
+// left as they are.
+func (c *Coordinator) copyRoles(ctx context.Context, tools schema.Tools) error {
+	dump, err := tools.DumpRoles(ctx, c.src, c.cfg.NoRolePasswords)
+	if err != nil {
+		return err
+	}
+	// A session of its own: pg_dumpall's SETs stay there.
+	dst, err := c.dst.Connect(ctx, "pgcaravan-coordinator")
+	if err != nil {
+		return err
+	}
+	defer dst.Close(context.Background())
+	rows, err := dst.Query(ctx, `SELECT rolname FROM pg_roles`)
+	if err != nil {
+		return fmt.Errorf("target %s: list roles: %w", c.dst, err)
+	}
+	have, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("target %s: list roles: %w", c.dst, err)
+	}
+	script, existing, err := schema.RolesScript(dump, func(r string) bool { return slices.Contains(have, r) })
+	if err != nil {
+		return err
+	}
+	if err := script.Run(ctx, dst); err != nil {
+		return fmt.Errorf("--roles: target %s: %w\n(the target role needs CREATEROLE, and superuser to copy superusers; "+
+			"or create the roles yourself and drop --roles)", c.dst, err)
+	}
+	created := 0
+	for _, st := range script.Statements {
+		if strings.HasPrefix(st.SQL, "CREATE ROLE ") {
+			created++
+		}
+	}
+	c.log.Info("roles copied", "created", created, "already_on_target", strings.Join(existing, ", "))
+	return nil
+}
+
+// settingsSQL is what copies the source database's settings onto the
+// target database db: ALTER DATABASE ... SET, and ALTER ROLE ... IN
+// DATABASE ... SET for roles the target has (or --roles makes). skipped
+// names the settings of other roles. It refuses when the target role may
+// not make them, rather than failing at the end of the clone.
+func (c *Coordinator) settingsSQL(ctx context.Context, dst *pgx.Conn, db string, settings []schema.Setting) (sql []string, skipped []string, err error) {
+	if len(settings) == 0 {
+		return nil, nil, nil
+	}
+	var owner, createRole bool
+	var have []string
+	err = dst.QueryRow(ctx, `SELECT r.rolsuper OR pg_has_role(d.datdba, 'MEMBER'), r.rolsuper OR r.rolcreaterole,
+		ARRAY(SELECT rolname FROM pg_roles)
+		FROM pg_database d, pg_roles r WHERE d.datname = current_database() AND r.rolname = current_user`).Scan(&owner, &createRole, &have)
+	if err != nil {
+		return nil, nil, fmt.Errorf("target %s: read privileges for the database settings: %w", c.dst, err)
+	}
+	var needOwner, needCreateRole []string
+	for _, s := range settings {
+		if s.Role == "" {
+			sql = append(sql, s.SQL(db))
+			needOwner = append(needOwner, s.Name)
+			continue
+		}
+		if !c.cfg.Roles && !slices.Contains(have, s.Role) {
+			skipped = append(skipped, fmt.Sprintf("setting %s of role %s in the database: not copied, the role does not exist on the target (create it, or pass --roles)", s.Name, s.Role))
+			continue
+		}
+		sql = append(sql, s.SQL(db))
+		needCreateRole = append(needCreateRole, s.Role+"."+s.Name)
+	}
+	switch {
+	case len(needOwner) > 0 && !owner:
+		return nil, skipped, fmt.Errorf("target %s: the role does not own database %q, so the source database's settings (%s) cannot be copied: "+
+			"make the role the database's owner, or pass --skip-db-properties", c.dst, db, strings.Join(needOwner, ", "))
+	case len(needCreateRole) > 0 && !createRole:
+		return nil, skipped, fmt.Errorf("target %s: the role has no CREATEROLE, so the source's per-role database settings (%s) cannot be copied: "+
+			"use a role that has it, or pass --skip-db-properties", c.dst, strings.Join(needCreateRole, ", "))
+	}
+	return sql, skipped, nil
+}
+
+// addSettingsUnit adds the unit that copies the database settings, after
+// every other unit: a setting such as default_transaction_read_only or
+// search_path must not change the clone's own sessions.
+func addSettingsUnit(p *plan.Plan, sql []string) {
+	if len(sql) == 0 {
+		return
+	}
+	var id uint64
+	deps := make([]uint64, 0, len(p.Units))
+	for _, u := range p.Units {
+		deps = append(deps, u.ID)
+		id = max(id, u.ID)
+	}
+	p.Units = append(p.Units, plan.Unit{ID: id + 1, Kind: plan.KindPostData,
+		Description: fmt.Sprintf("database settings (%d)", len(sql)),
+		SQL:         strings.Join(sql, "\n") + "\n", Transactional: true, DependsOn: deps})
 }

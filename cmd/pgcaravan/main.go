@@ -43,7 +43,7 @@ Usage:
   pgcaravan coordinator --source URI --target URI --dir DIR [--listen ADDR]
   pgcaravan clone       --follow ...        (live: also streams changes; ends at cutover)
   pgcaravan worker      --coordinator ADDR --source URI --target URI [--jobs N]
-  pgcaravan cdcnode     --coordinator ADDR --source URI --target URI --dir DIR
+  pgcaravan cdcnode     --coordinator ADDR --source URI --target URI --dir DIR [--metrics-listen ADDR]
   pgcaravan cutover     --coordinator ADDR [--endpos LSN]
   pgcaravan cleanup     (--coordinator ADDR | --source URI --target URI --dir DIR)
   pgcaravan status      (--dir DIR | --coordinator ADDR) [--json]
@@ -151,6 +151,12 @@ func coordinatorFlags(fs *flag.FlagSet, cfg *coordinator.Config) {
 	fs.BoolVar(&cfg.NoOwner, "no-owner", false, "do not restore object owners (pg_restore --no-owner)")
 	fs.BoolVar(&cfg.NoACL, "no-acl", false, "do not restore grants (pg_restore --no-acl)")
 	fs.BoolVar(&cfg.DropIfExists, "drop-if-exists", false, "drop objects on the target that the clone creates, instead of refusing")
+	fs.BoolVar(&cfg.NoComments, "no-comments", false, "do not restore comments (pg_restore --no-comments); run verify with --no-comments too")
+	fs.BoolVar(&cfg.SkipExtensions, "skip-extensions", false, "do not create extensions (nor their comments): the target must already have those the schema uses")
+	fs.BoolVar(&cfg.Roles, "roles", false, "first copy the source server's roles (pg_dumpall --roles-only), leaving roles the target has as they are; roles are cluster-wide")
+	fs.BoolVar(&cfg.NoRolePasswords, "no-role-passwords", false, "with --roles: copy roles without their passwords (pg_dumpall --no-role-passwords)")
+	fs.BoolVar(&cfg.SkipDBProperties, "skip-db-properties", false, "do not copy the source database's settings (ALTER DATABASE/ROLE ... SET), which are otherwise set on the target once everything else is")
+	fs.StringVar(&cfg.AfterSchema, "after-schema", "", "SQL `FILE` run on the target in one transaction after the pre-data schema and before any data is copied")
 	fs.BoolVar(&cfg.Follow, "follow", false, "live migration: create a publication and a slot first, stream changes during the copy, apply them after it, until Cutover")
 	fs.BoolVar(&cfg.ReplicaIdentityFull, "replica-identity-full", false, "with --follow: set REPLICA IDENTITY FULL on source tables that have no primary key or replica identity, instead of carrying only their INSERTs and TRUNCATEs")
 	fs.DurationVar(&cfg.Lease.TTL, "lease-ttl", cfg.Lease.TTL, "how long a lease lives without a heartbeat")

@@ -196,6 +196,7 @@ func TestConninfoDB(t *testing.T) {
 func TestHint(t *testing.T) {
 	tests := []struct{ msg, want string }{
 		{`pg_restore: error: could not execute query: ERROR:  role "alice" does not exist`, "--no-owner"},
+		{`pg_restore: error: could not execute query: ERROR:  role "alice" does not exist`, "--roles"},
 		{`pg_restore: error: could not execute query: ERROR:  relation "actor" already exists`, "--drop-if-exists"},
 		{`ERROR:  could not open extension control file "/usr/share/postgresql/15/extension/postgis.control"`, "install the extension"},
 		{`pg_restore: error: connection to server failed`, ""},

@@ -1,9 +1,12 @@
-// Package schema runs pg_dump and pg_restore for the coordinator: a
-// schema-only dump under the exported snapshot, the pre-data restore on the
-// target, the table of contents, and the SQL of chosen post-data entries,
-// which become units. Connection strings reach the tools through the
-// environment, never the command line. It does not plan and does not touch
-// the store.
+// Package schema runs pg_dump, pg_restore and pg_dumpall for the
+// coordinator: a schema-only dump under the exported snapshot, the pre-data
+// restore on the target, the table of contents, and the SQL of chosen
+// post-data entries, which become units. It also carries what the schema
+// options add around the dump: the roles (pg_dumpall --roles-only), the
+// database's settings (pg_db_role_setting), and SQL scripts run on the
+// target in one transaction (--after-schema). Connection strings reach the
+// tools through the environment, never the command line. It does not plan
+// and does not touch the store.
 package schema
 
 import (
@@ -24,18 +27,24 @@ import (
 	"github.com/pgcaravan/pgcaravan/shared/pguri"
 )
 
-// ErrToolMissing means pg_dump or pg_restore is not installed.
+// ErrToolMissing means pg_dump, pg_restore or pg_dumpall is not installed.
 var ErrToolMissing = errors.New("schema: PostgreSQL client tool not found")
 
 // Tools are the paths of the client programs.
 type Tools struct {
 	PgDump    string
 	PgRestore string
+	// PgDumpAll is empty when pg_dumpall is not installed; only --roles
+	// needs it, and DumpRoles says so.
+	PgDumpAll string
 }
 
 // FindTools looks the programs up on PATH.
 func FindTools() (Tools, error) {
 	var t Tools
+	if p, err := exec.LookPath("pg_dumpall"); err == nil {
+		t.PgDumpAll = p
+	}
 	for name, dst := range map[string]*string{"pg_dump": &t.PgDump, "pg_restore": &t.PgRestore} {
 		p, err := exec.LookPath(name)
 		if err != nil {
@@ -73,6 +82,8 @@ func (t Tools) Dump(ctx context.Context, src pguri.URI, file string, opts DumpOp
 type RestoreOptions struct {
 	NoOwner bool
 	NoACL   bool
+	// NoComments leaves out COMMENT entries (--no-comments).
+	NoComments bool
 	// Clean drops objects before creating them (--drop-if-exists).
 	Clean bool
 	// Only, when not nil, restricts RestorePreData to these entries (a
@@ -87,6 +98,9 @@ func (o RestoreOptions) args() []string {
 	}
 	if o.NoACL {
 		args = append(args, "--no-acl")
+	}
+	if o.NoComments {
+		args = append(args, "--no-comments")
 	}
 	return args
 }
@@ -149,11 +163,11 @@ func hint(err error) string {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "role") && strings.Contains(msg, "does not exist"):
-		return " (create the missing role on the target, or pass --no-owner and --no-acl)"
+		return " (create the missing role on the target, pass --roles to copy the source's roles first, or pass --no-owner and --no-acl)"
 	case strings.Contains(msg, "already exists"):
 		return " (the target is not empty: drop the objects, or pass --drop-if-exists)"
 	case strings.Contains(msg, "extension") || strings.Contains(msg, "could not open extension control file"):
-		return " (install the extension's package on the target server)"
+		return " (install the extension's package on the target server, or pass --skip-extensions if the target has it already)"
 	}
 	return ""
 }
