@@ -25,6 +25,7 @@ func (c *Coordinator) Precheck(ctx context.Context, o precheck.Options) (prechec
 	cfg.Follow = o.Follow || c.cfg.Follow
 	cfg.ReplicaIdentityFull = c.cfg.ReplicaIdentityFull
 	cfg.NoOwner, cfg.NoACL, cfg.DropIfExists = c.cfg.NoOwner, c.cfg.NoACL, c.cfg.DropIfExists
+	cfg.Roles = c.cfg.Roles
 	cfg.Running = true
 	if o.LongTransaction > 0 {
 		cfg.LongTransaction = o.LongTransaction

@@ -36,6 +36,7 @@ func runPrecheck(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.ReplicaIdentityFull, "replica-identity-full", false, "the migration will run with --replica-identity-full")
 	fs.BoolVar(&cfg.NoOwner, "no-owner", false, "the migration will run with --no-owner")
 	fs.BoolVar(&cfg.NoACL, "no-acl", false, "the migration will run with --no-acl")
+	fs.BoolVar(&cfg.Roles, "roles", false, "the migration will run with --roles (missing roles are then made from the source's)")
 	fs.BoolVar(&cfg.DropIfExists, "drop-if-exists", false, "the migration will run with --drop-if-exists")
 	fs.DurationVar(&cfg.LongTransaction, "long-transaction", cfg.LongTransaction, "report source transactions open longer than this")
 	fs.DurationVar(&cfg.WALSample, "wal-sample", cfg.WALSample, "how long to sample the source's WAL write rate")

@@ -108,6 +108,9 @@ type Options struct {
 	// NoOwner and NoACL are the migration's --no-owner and --no-acl: roles
 	// missing on the target then matter less.
 	NoOwner, NoACL bool
+	// Roles is the migration's --roles: roles missing on the target are
+	// made from the source's first, so they are not a problem.
+	Roles bool
 	// DropIfExists is the migration's --drop-if-exists: objects on the
 	// target that the clone creates are dropped instead of refused.
 	DropIfExists bool

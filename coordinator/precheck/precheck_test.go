@@ -252,6 +252,15 @@ func TestMisconfiguredSource(t *testing.T) {
 	expect(t, rep, "roles", precheck.Warn, "reporting")
 	expect(t, rep, "target_empty", precheck.Warn, "--drop-if-exists drops them")
 	expect(t, rep, "replica_identity", precheck.Warn, "offline")
+
+	// With --roles, the missing roles are made first: the restore keeps
+	// their owners and grants.
+	cfg.NoOwner, cfg.NoACL, cfg.Roles = false, false, true
+	rep, err = coordinator.Precheck(ctx, cfg, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, rep, "roles", precheck.Pass, "reporting", "--roles makes them")
 }
 
 // TestReadySource passes everything a fresh pair of clusters has, with
