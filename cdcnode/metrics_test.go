@@ -13,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgcaravan/pgcaravan/cdcnode"
 	"github.com/pgcaravan/pgcaravan/coordinator"
 	"github.com/pgcaravan/pgcaravan/shared/pgtest"
+	"github.com/pgcaravan/pgcaravan/shared/testlog"
 	"github.com/pgcaravan/pgcaravan/worker"
 )
 
@@ -45,7 +44,7 @@ func TestMetricsAndProbes(t *testing.T) {
 		t.Fatal(err)
 	}
 	srcURI, dstURI := src.URI("app"), dst.URI("app")
-	logger := testLogger(t)
+	logger := testlog.New(t)
 
 	// 1. The coordinator creates the publication and the slot and waits
 	// for workers in PHASE_COPY.
@@ -239,29 +238,4 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// logBuffer collects the fleet's logs; a failed test prints them.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func testLogger(t *testing.T) hclog.Logger {
-	t.Helper()
-	out := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out.mu.Lock()
-			defer out.mu.Unlock()
-			t.Logf("fleet log:\n%s", out.buf.String())
-		}
-	})
-	return hclog.New(&hclog.LoggerOptions{Output: out, Level: hclog.Info})
 }

@@ -20,6 +20,7 @@ import (
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
 	"github.com/pgcaravan/pgcaravan/shared/pgtest"
 	"github.com/pgcaravan/pgcaravan/shared/rpcsec"
+	"github.com/pgcaravan/pgcaravan/shared/testlog"
 	"github.com/pgcaravan/pgcaravan/worker"
 )
 
@@ -128,7 +129,7 @@ func (lm *liveMigration) startFleet(t *testing.T, route string, certs testCerts)
 	cfg.Security = sec
 	cfg.ExitGrace = 100 * time.Millisecond
 	cfg.Follow, cfg.ReplicaIdentityFull = true, true
-	coord, err := coordinator.New(cfg, testLogger(t))
+	coord, err := coordinator.New(cfg, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func (lm *liveMigration) startFleet(t *testing.T, route string, certs testCerts)
 	wcfg.Loops = []worker.Loop{{Count: 2}}
 	wcfg.Name = lm.name + "-worker"
 	wcfg.Security = client
-	w, err := worker.New(wcfg, testLogger(t))
+	w, err := worker.New(wcfg, testlog.New(t))
 	if err != nil {
 		cancel()
 		<-coordDone
@@ -171,7 +172,7 @@ func (lm *liveMigration) startFleet(t *testing.T, route string, certs testCerts)
 	ncfg.Dir, ncfg.Name, ncfg.Security = t.TempDir(), lm.name+"-cdcnode", client
 	ncfg.MetricsListen = freeAddr(t)
 	lm.cdcMetrics = ncfg.MetricsListen
-	node, err := cdcnode.New(ncfg, testLogger(t))
+	node, err := cdcnode.New(ncfg, testlog.New(t))
 	if err != nil {
 		cancel()
 		<-coordDone
@@ -218,7 +219,7 @@ func (lm *liveMigration) startClone(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		defer close(lm.done)
-		_, err := fleet.Run(ctx, cfg, testLogger(t))
+		_, err := fleet.Run(ctx, cfg, testlog.New(t))
 		lm.errs["clone"] = err
 	}()
 	t.Cleanup(func() {

@@ -20,11 +20,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -35,6 +33,7 @@ import (
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
 	"github.com/pgcaravan/pgcaravan/shared/pgtest"
 	"github.com/pgcaravan/pgcaravan/shared/rpcsec"
+	"github.com/pgcaravan/pgcaravan/shared/testlog"
 	"github.com/pgcaravan/pgcaravan/worker"
 )
 
@@ -263,7 +262,7 @@ func startCoordinator(t *testing.T, srcURI, dstURI string, sec rpcsec.Config, ce
 	cfg.MetricsListen = freeAddr(t)
 	cfg.Security = sec
 	cfg.ExitGrace = 100 * time.Millisecond
-	coord, err := coordinator.New(cfg, testLogger(t))
+	coord, err := coordinator.New(cfg, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +350,7 @@ func runWorkerAndCheckMetrics(t *testing.T, c *testCoordinator, dstURI, srcURI s
 	cfg.Name = "runbook-worker"
 	cfg.Security = rpcsec.Config{Token: testToken}
 	cfg.MetricsListen, cfg.HealthListen = freeAddr(t), freeAddr(t)
-	w, err := worker.New(cfg, testLogger(t))
+	w, err := worker.New(cfg, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,34 +472,6 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-func testLogger(t *testing.T) hclog.Logger {
-	t.Helper()
-	out := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log:\n%s", out.String())
-		}
-	})
-	return hclog.New(&hclog.LoggerOptions{Output: out, Level: hclog.Info})
-}
-
-type logBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // renderNotes renders the chart's NOTES.txt, which `helm template` leaves
