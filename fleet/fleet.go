@@ -46,12 +46,14 @@ type Config struct {
 	CDC cdcnode.Config
 }
 
+// Both sets of loops take verify units, so AdminService/Verify on a
+// --follow clone spreads its ranges over all of them.
 var tableKinds = []pb.UnitKind{pb.UnitKind_UNIT_KIND_COPY, pb.UnitKind_UNIT_KIND_LARGE_OBJECTS,
 	pb.UnitKind_UNIT_KIND_SEQUENCES, pb.UnitKind_UNIT_KIND_VACUUM, pb.UnitKind_UNIT_KIND_POST_DATA,
-	pb.UnitKind_UNIT_KIND_REFRESH, pb.UnitKind_UNIT_KIND_FOREIGN_KEY}
+	pb.UnitKind_UNIT_KIND_REFRESH, pb.UnitKind_UNIT_KIND_FOREIGN_KEY, pb.UnitKind_UNIT_KIND_VERIFY}
 
 var indexKinds = []pb.UnitKind{pb.UnitKind_UNIT_KIND_INDEX, pb.UnitKind_UNIT_KIND_CONSTRAINT,
-	pb.UnitKind_UNIT_KIND_FOREIGN_KEY}
+	pb.UnitKind_UNIT_KIND_FOREIGN_KEY, pb.UnitKind_UNIT_KIND_VERIFY}
 
 // Run runs the migration to its end and returns its final status, read from
 // the store. The error is the coordinator's (or a worker's that could not

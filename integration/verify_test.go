@@ -197,6 +197,20 @@ func TestVerifyAdminAPI(t *testing.T) {
 	if nk := table(resp, "public.nokey"); nk.GetKey() != "" || nk.GetRanges() != 1 {
 		t.Errorf("nokey: %v, want compared whole", nk)
 	}
+	// The clone's own worker loops ran the ranges, as verify units.
+	units, err := admin.ListUnits(ctx, &pb.ListUnitsRequest{State: pb.UnitState_UNIT_STATE_DONE})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var verifyUnits int
+	for _, u := range units.GetUnits() {
+		if u.GetUnit().GetKind() == pb.UnitKind_UNIT_KIND_VERIFY && u.GetWorkerId() != "" {
+			verifyUnits++
+		}
+	}
+	if verifyUnits != 11 {
+		t.Errorf("%d verify units done by the clone's workers, want 11 (one per range)", verifyUnits)
+	}
 
 	// 2. Changes by hand on the target are found, key by key.
 	if err := dst.Exec(ctx, "app", verifyChanges); err != nil {
@@ -235,8 +249,164 @@ func TestVerifyAdminAPI(t *testing.T) {
 	}
 
 	// 4. Bad arguments are refused.
-	_, err := admin.Verify(ctx, &pb.VerifyRequest{Jobs: -1})
+	_, err = admin.Verify(ctx, &pb.VerifyRequest{Jobs: -1})
 	if grpcstatus.Code(err) != codes.InvalidArgument {
 		t.Errorf("Verify with jobs -1 = %v, want InvalidArgument", err)
 	}
+}
+
+// TestVerifyOnWorkers calls AdminService/Verify on a `coordinator --follow`
+// with two worker processes that finished the copy: the workers stay for
+// the follow phase, the ranges are leased to them as verify units (the
+// coordinator's ListUnits shows which worker ran each), an equal pair
+// passes, and a row changed by hand on the target is named by its key.
+// Cleanup then lets the workers exit.
+func TestVerifyOnWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test: skipped with -short")
+	}
+	ctx := context.Background()
+	src := pgtest.Start(t, pgtest.Options{})
+	dst := pgtest.Start(t, pgtest.Options{})
+	for _, c := range []*pgtest.Cluster{src, dst} {
+		if err := c.CreateDatabase(ctx, "app"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := src.Exec(ctx, "app", verifySchema); err != nil {
+		t.Fatal(err)
+	}
+	srcURI, dstURI := src.URI("app"), dst.URI("app")
+	addr, dir := freeAddr(t), t.TempDir()
+	coord := start(t, "coordinator", "coordinator", "--follow", "--listen", addr, "--source", srcURI, "--target", dstURI, "--dir", dir)
+	workers := []*proc{
+		start(t, "worker-1", "worker", "--coordinator", addr, "--source", srcURI, "--target", dstURI, "--jobs", "1", "--name", "w1"),
+		start(t, "worker-2", "worker", "--coordinator", addr, "--source", srcURI, "--target", dstURI, "--jobs", "1", "--name", "w2"),
+	}
+	admin := newFleetAdmin(t, addr)
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := admin.Status(cctx, &pb.StatusRequest{})
+		cancel()
+		if err == nil && st.GetPhase() == pb.Phase_PHASE_FOLLOW {
+			break
+		}
+		select {
+		case <-coord.done:
+			t.Fatalf("coordinator exited before following:\n%s", tail(coord.output(), 30))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coordinator is not following after 3 minutes (last status %v, %v)", st, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, w := range workers {
+		select {
+		case <-w.done:
+			t.Fatalf("%s exited after the copy, before the follow phase ended:\n%s", w.name, tail(w.output(), 20))
+		default:
+		}
+	}
+
+	callVerify := func(req *pb.VerifyRequest) *pb.VerifyResponse {
+		t.Helper()
+		req.RangeRows, req.LeafRows = 2000, 100
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer cancel()
+		resp, err := admin.Verify(cctx, req)
+		if err != nil {
+			t.Fatalf("Verify: %v", err)
+		}
+		return resp
+	}
+	// verifyUnits checks that every range of the last call was a verify
+	// unit done by one of the two workers, and returns how many.
+	verifyUnits := func(want int) {
+		t.Helper()
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		st, err := admin.Status(cctx, &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := map[string]string{}
+		for _, w := range st.GetWorkers() {
+			names[w.GetWorkerId()] = w.GetName()
+		}
+		units, err := admin.ListUnits(cctx, &pb.ListUnitsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		byWorker := map[string]int{}
+		n := 0
+		for _, u := range units.GetUnits() {
+			if u.GetUnit().GetKind() != pb.UnitKind_UNIT_KIND_VERIFY {
+				continue
+			}
+			n++
+			if u.GetState() != pb.UnitState_UNIT_STATE_DONE || names[u.GetWorkerId()] == "" {
+				t.Errorf("verify unit %d (%s) is %s, run by %q: want done by w1 or w2 (%v)",
+					u.GetUnit().GetId(), u.GetUnit().GetDescription(), u.GetState(), u.GetWorkerId(), names)
+			}
+			byWorker[names[u.GetWorkerId()]]++
+		}
+		if n != want {
+			t.Errorf("%d verify units, want one per range compared (%d)", n, want)
+		}
+		if len(byWorker) != 2 {
+			t.Errorf("verify units by worker = %v, want both workers to have run some", byWorker)
+		}
+		t.Logf("verify units by worker: %v", byWorker)
+	}
+
+	// 1. The clone is equal to its quiet source; the 11 ranges ran on the workers.
+	resp := callVerify(&pb.VerifyRequest{Jobs: 1})
+	if !resp.GetOk() || resp.GetChecksFailed() != 0 {
+		t.Fatalf("Verify of the clone: ok %v, %d of %d checks failed: %v", resp.GetOk(), resp.GetChecksFailed(), resp.GetChecksTotal(), resp.GetChecks())
+	}
+	if big := table(t, resp, "public.big"); big.GetKey() != "id" || big.GetRanges() != 10 || big.GetRangesCompared() != 10 {
+		t.Errorf("big: %v, want 10 ranges on id, all compared", big)
+	}
+	verifyUnits(11)
+	if !strings.Contains(coord.output(), "verify ranges are spread over the workers") {
+		t.Errorf("the coordinator did not say it spread the ranges over the workers")
+	}
+
+	// 2. A row changed by hand on the target is found by its key, from
+	// the workers' sums and the coordinator's search.
+	if err := dst.Exec(ctx, "app", `UPDATE big SET v = 'changed by hand' WHERE id = 4242`); err != nil {
+		t.Fatal(err)
+	}
+	resp = callVerify(&pb.VerifyRequest{Restart: true})
+	big := table(t, resp, "public.big")
+	if resp.GetOk() || big.GetRangesDiffer() != 1 || len(big.GetRows()) != 1 ||
+		big.GetRows()[0].GetKey() != 4242 || big.GetRows()[0].GetChange() != pb.RowChange_ROW_CHANGE_CHANGED {
+		t.Errorf("Verify after a change: ok %v, big %v; want key 4242 changed in 1 differing range", resp.GetOk(), big)
+	}
+	verifyUnits(11)
+
+	// 3. Cleanup ends the migration, and the workers hear it and exit.
+	out, code := run(t, 2*time.Minute, "cleanup", "--coordinator", addr)
+	if code != 0 {
+		t.Fatalf("cleanup exited %d:\n%s", code, out)
+	}
+	for _, p := range append(workers, coord) {
+		if code := p.wait(t, time.Minute); code != 0 {
+			t.Fatalf("%s exited %d after cleanup:\n%s", p.name, code, tail(p.output(), 20))
+		}
+	}
+}
+
+// table returns the named table of a Verify response.
+func table(t *testing.T, resp *pb.VerifyResponse, name string) *pb.VerifyTable {
+	t.Helper()
+	for _, tb := range resp.GetTables() {
+		if tb.GetTable() == name {
+			return tb
+		}
+	}
+	t.Fatalf("Verify response has no table %s: %v", name, resp)
+	return nil
 }

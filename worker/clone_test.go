@@ -12,6 +12,7 @@ import (
 	"github.com/pgcaravan/pgcaravan/coordinator/store"
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
 	"github.com/pgcaravan/pgcaravan/shared/pgtest"
+	"github.com/pgcaravan/pgcaravan/shared/testlog"
 	"github.com/pgcaravan/pgcaravan/worker"
 )
 
@@ -359,7 +360,7 @@ func TestWorkerRefusesWrongDatabase(t *testing.T) {
 // its coordinator returns nil.
 func TestWorkerStopsWithItsContext(t *testing.T) {
 	cfg := workerConfig("127.0.0.1:1", "postgres://postgres@127.0.0.1:1/a", "postgres://postgres@127.0.0.1:1/b")
-	w, err := worker.New(cfg, testLogger(t))
+	w, err := worker.New(cfg, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,12 +21,18 @@ type result struct {
 	rows, bytes int64
 	// alreadyDone: the done-marker was on the target; nothing ran.
 	alreadyDone bool
+	// verifySource and verifyTarget are what a verify unit found.
+	verifySource, verifyTarget *pb.RangeSum
 }
 
 // execute runs one unit. Every kind follows the same shape (ARCHITECTURE.md
 // "Exactly once"): look for the unit's done-marker; if absent, do the work
 // and insert the marker in the same target transaction.
 func (w *Worker) execute(ctx context.Context, l *pb.Lease, prog *progress) (result, error) {
+	// A verify unit only reads, on both sides: it has no marker.
+	if l.GetUnit().GetKind() == pb.UnitKind_UNIT_KIND_VERIFY {
+		return w.verifyRange(ctx, l)
+	}
 	// Sessions are named after the lease, so the coordinator can end them
 	// if the lease expires (fencing).
 	dst, err := w.dst.Connect(ctx, pguri.UnitApplication(l.GetUnit().GetId(), l.GetToken()))

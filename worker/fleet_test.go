@@ -1,48 +1,17 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgcaravan/pgcaravan/coordinator"
+	"github.com/pgcaravan/pgcaravan/shared/testlog"
 	"github.com/pgcaravan/pgcaravan/worker"
 )
-
-// logBuffer collects the fleet's logs; a failed test prints them.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func testLogger(t *testing.T) hclog.Logger {
-	t.Helper()
-	out := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("fleet log:\n%s", out.String())
-		}
-	})
-	return hclog.New(&hclog.LoggerOptions{Output: out, Level: hclog.Info})
-}
 
 // runningCoordinator is an in-process coordinator for one migration.
 type runningCoordinator struct {
@@ -69,7 +38,7 @@ func startCoordinator(t *testing.T, srcURI, dstURI string, with ...func(*coordin
 	for _, f := range with {
 		f(&cfg)
 	}
-	coord, err := coordinator.New(cfg, testLogger(t).Named("coordinator"))
+	coord, err := coordinator.New(cfg, testlog.New(t).Named("coordinator"))
 	if err != nil {
 		lis.Close()
 		t.Fatal(err)
@@ -111,7 +80,7 @@ func workerConfig(addr, srcURI, dstURI string) worker.Config {
 // runWorker runs a worker to its end.
 func runWorker(t *testing.T, cfg worker.Config) error {
 	t.Helper()
-	w, err := worker.New(cfg, testLogger(t))
+	w, err := worker.New(cfg, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}

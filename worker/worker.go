@@ -383,7 +383,8 @@ func (w *Worker) runLease(ctx context.Context, reg *pb.RegisterWorkerResponse, l
 	w.stats.bytes.Add(float64(res.bytes))
 	w.stats.outcome(u.GetKind(), "done")
 	_, err = w.client.CompleteUnit(rctx, &pb.CompleteUnitRequest{WorkerId: reg.GetWorkerId(), UnitId: u.GetId(),
-		Token: l.GetToken(), Rows: res.rows, Bytes: res.bytes, AlreadyDone: res.alreadyDone})
+		Token: l.GetToken(), Rows: res.rows, Bytes: res.bytes, AlreadyDone: res.alreadyDone,
+		VerifySource: res.verifySource, VerifyTarget: res.verifyTarget})
 	if err != nil {
 		// The rows are committed with their marker; a redelivery finds the
 		// marker and only reports done.

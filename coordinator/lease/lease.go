@@ -35,6 +35,8 @@ var (
 	ErrUnknownWorker = errors.New("lease: worker not registered")
 	// ErrNotFailed means RetryUnit was called on a unit that has not failed.
 	ErrNotFailed = errors.New("lease: unit has not failed")
+	// ErrNotVerify means a verify result was reported for another kind of unit.
+	ErrNotVerify = errors.New("lease: not a verify unit")
 )
 
 // Config tunes the broker. Tests shrink the durations.
@@ -90,6 +92,13 @@ type Broker struct {
 	// delivered again, to end the old holder's database sessions (a
 	// stopped worker would otherwise keep its locks).
 	fence func(store.Unit)
+	// hold keeps idle workers waiting instead of telling them the
+	// migration finished: a --follow migration still has verify units to
+	// hand out until it is cleaned up.
+	hold bool
+	// polled is, by worker, when it last asked for each kind ("" for
+	// any): who would take a unit of a kind.
+	polled map[string]map[plan.Kind]time.Time
 }
 
 // New loads every unit from the store. Units that were running when a
@@ -99,14 +108,21 @@ type Broker struct {
 func New(cfg Config, st *store.Store, logger hclog.Logger) (*Broker, error) {
 	b := &Broker{cfg: cfg, st: st, log: logger.Named("lease"), now: time.Now,
 		units: map[uint64]*store.Unit{}, dependents: map[uint64][]uint64{},
-		workers: map[string]*store.Worker{}, changed: make(chan struct{})}
+		workers: map[string]*store.Worker{}, changed: make(chan struct{}), polled: map[string]map[plan.Kind]time.Time{}}
 	units, err := st.Units()
 	if err != nil {
 		return nil, fmt.Errorf("load units: %w", err)
 	}
 	var reset []store.Unit
+	var stale []uint64
 	for i := range units {
 		u := &units[i]
+		// Verify units belong to a Verify call, which ended with the
+		// previous coordinator; its results are in verify.db.
+		if u.Kind == store.KindVerify {
+			stale = append(stale, u.ID)
+			continue
+		}
 		b.units[u.ID] = u
 		b.ids = append(b.ids, u.ID)
 		for _, d := range u.DependsOn {
@@ -115,6 +131,11 @@ func New(cfg Config, st *store.Store, logger hclog.Logger) (*Broker, error) {
 		if u.State == store.StateRunning {
 			u.State, u.WorkerID, u.Token = store.StateReady, "", ""
 			reset = append(reset, *u)
+		}
+	}
+	if len(stale) > 0 {
+		if err := st.DeleteUnits(stale...); err != nil {
+			return nil, fmt.Errorf("remove the verify units of an earlier coordinator: %w", err)
 		}
 	}
 	if len(reset) > 0 {
@@ -240,7 +261,8 @@ func (b *Broker) Acquire(ctx context.Context, workerID string, kinds []plan.Kind
 			b.mu.Unlock()
 			return nil, false, err
 		}
-		if b.finishedLocked() {
+		b.notePollLocked(workerID, kinds)
+		if b.finishedLocked() && (!b.hold || b.anyFailedLocked()) {
 			b.mu.Unlock()
 			return nil, true, nil
 		}
@@ -271,6 +293,139 @@ func (b *Broker) Acquire(ctx context.Context, workerID string, kinds []plan.Kind
 		}
 		timer.Stop()
 	}
+}
+
+func (b *Broker) notePollLocked(workerID string, kinds []plan.Kind) {
+	m := b.polled[workerID]
+	if m == nil {
+		m = map[plan.Kind]time.Time{}
+		b.polled[workerID] = m
+	}
+	now := b.now()
+	if len(kinds) == 0 {
+		m[""] = now
+	}
+	for _, k := range kinds {
+		m[k] = now
+	}
+}
+
+func (b *Broker) anyFailedLocked() bool {
+	for _, u := range b.units {
+		if u.State == store.StateFailed {
+			return true
+		}
+	}
+	return false
+}
+
+// HoldWorkers keeps idle workers waiting for units (true) instead of
+// telling them the migration finished once no unit is ready or running,
+// unless a unit failed. A --follow migration holds its workers until it is
+// cleaned up, so AdminService/Verify can spread its ranges over them.
+func (b *Broker) HoldWorkers(hold bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.hold = hold
+	b.broadcastLocked()
+}
+
+// Takers counts the workers that asked for units of kind (or of any kind)
+// within the last within, or hold a lease of a loop that did.
+func (b *Broker) Takers(kind plan.Kind, within time.Duration) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	busy := map[string]bool{}
+	for _, u := range b.units {
+		if u.State == store.StateRunning {
+			busy[u.WorkerID] = true
+		}
+	}
+	now := b.now()
+	n := 0
+	for id, m := range b.polled {
+		if _, ok := b.workers[id]; !ok {
+			continue
+		}
+		for _, k := range []plan.Kind{kind, ""} {
+			if at, ok := m[k]; ok && (now.Sub(at) <= within || busy[id]) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// AddUnits adds ready units that are not part of the plan (verify units),
+// with new IDs, and returns those IDs in order.
+func (b *Broker) AddUnits(units []store.Unit) ([]uint64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var next uint64
+	for _, id := range b.ids {
+		next = max(next, id)
+	}
+	ids := make([]uint64, len(units))
+	for i := range units {
+		next++
+		units[i].ID, units[i].State, units[i].DependsOn = next, store.StateReady, nil
+		ids[i] = next
+	}
+	if err := b.st.PutUnits(units...); err != nil {
+		return nil, fmt.Errorf("add %d units: %w", len(units), err)
+	}
+	for i := range units {
+		u := units[i]
+		b.units[u.ID] = &u
+		b.ids = append(b.ids, u.ID)
+	}
+	b.broadcastLocked()
+	return ids, nil
+}
+
+// RemoveUnits forgets units added with AddUnits. A worker still running
+// one loses its lease: its heartbeat and completion are refused.
+func (b *Broker) RemoveUnits(ids []uint64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	gone := map[uint64]bool{}
+	for _, id := range ids {
+		if _, ok := b.units[id]; ok {
+			gone[id] = true
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	if err := b.st.DeleteUnits(ids...); err != nil {
+		return fmt.Errorf("remove %d units: %w", len(ids), err)
+	}
+	for id := range gone {
+		delete(b.units, id)
+	}
+	kept := b.ids[:0]
+	for _, id := range b.ids {
+		if !gone[id] {
+			kept = append(kept, id)
+		}
+	}
+	b.ids = kept
+	b.broadcastLocked()
+	return nil
+}
+
+// Units copies the units with the given IDs that still exist.
+func (b *Broker) Units(ids []uint64) []store.Unit {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]store.Unit, 0, len(ids))
+	for _, id := range ids {
+		if u, ok := b.units[id]; ok {
+			out = append(out, *u)
+		}
+	}
+	return out
 }
 
 // pickLocked returns the largest ready unit of the kinds, or nil and the
@@ -363,6 +518,24 @@ func (b *Broker) Heartbeat(workerID string, unitID uint64, token string, rows, b
 
 // Complete marks a unit done and releases the units waiting for it.
 func (b *Broker) Complete(workerID string, unitID uint64, token string, rows, bytes int64) error {
+	return b.complete(workerID, unitID, token, rows, bytes, nil)
+}
+
+// CompleteVerify marks a verify unit done with the count and checksum it
+// found on each side.
+func (b *Broker) CompleteVerify(workerID string, unitID uint64, token string, source, target store.RangeSum) error {
+	return b.complete(workerID, unitID, token, source.Rows, 0, func(u *store.Unit) error {
+		if u.Kind != store.KindVerify || u.Verify == nil {
+			return fmt.Errorf("unit %d is a %s unit, not a verify unit: %w", u.ID, u.Kind, ErrNotVerify)
+		}
+		v := *u.Verify
+		v.Source, v.Target = &source, &target
+		u.Verify = &v
+		return nil
+	})
+}
+
+func (b *Broker) complete(workerID string, unitID uint64, token string, rows, bytes int64, result func(*store.Unit) error) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.touchLocked(workerID); err != nil {
@@ -373,6 +546,12 @@ func (b *Broker) Complete(workerID string, unitID uint64, token string, rows, by
 		return err
 	}
 	prev := *u
+	if result != nil {
+		if err := result(u); err != nil {
+			*u = prev
+			return err
+		}
+	}
 	u.State, u.Token, u.WorkerID = store.StateDone, "", workerID
 	u.Rows, u.Bytes, u.FinishedAt, u.LastError = rows, bytes, b.now(), ""
 	changed := []store.Unit{*u}

@@ -245,6 +245,10 @@ func (s *Server) Cleanup(ctx context.Context, _ *pb.CleanupRequest) (*pb.Cleanup
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	// Nothing is left for the workers: they may exit.
+	if b, _, _ := s.state(); b != nil {
+		b.HoldWorkers(false)
+	}
 	return resp, nil
 }
 

@@ -27,6 +27,7 @@ var kindToProto = map[plan.Kind]pb.UnitKind{
 	plan.KindVacuum:       pb.UnitKind_UNIT_KIND_VACUUM,
 	plan.KindLargeObjects: pb.UnitKind_UNIT_KIND_LARGE_OBJECTS,
 	plan.KindRefresh:      pb.UnitKind_UNIT_KIND_REFRESH,
+	store.KindVerify:      pb.UnitKind_UNIT_KIND_VERIFY,
 }
 
 // KindToProto converts a unit kind.
@@ -85,10 +86,33 @@ func UnitToProto(u plan.Unit) *pb.Unit {
 	return out
 }
 
+// VerifyRangeToProto converts what a verify unit compares.
+func VerifyRangeToProto(v *store.VerifyRange) *pb.VerifyRange {
+	if v == nil {
+		return nil
+	}
+	out := &pb.VerifyRange{Schema: v.Schema, Table: v.Table, KeyColumn: v.Key,
+		KeyLowerUnbounded: v.Lower == nil, KeyUpperUnbounded: v.Upper == nil,
+		SourceSnapshot: v.SourceSnapshot, TargetSnapshot: v.TargetSnapshot}
+	if v.Lower != nil {
+		out.KeyLower = *v.Lower
+	}
+	if v.Upper != nil {
+		out.KeyUpper = *v.Upper
+	}
+	return out
+}
+
+// RangeSumFromProto converts one side's count and checksum of a range.
+func RangeSumFromProto(s *pb.RangeSum) store.RangeSum {
+	return store.RangeSum{Rows: s.GetRows(), Sum: s.GetSum()}
+}
+
 // LeaseToProto converts a lease.
 func LeaseToProto(l *lease.Lease, snapshot, migrationID string) *pb.Lease {
 	out := &pb.Lease{Unit: UnitToProto(l.Unit.Unit), Token: l.Token, ExpiresAt: timestamppb.New(l.Expiry),
 		MigrationId: migrationID, Attempt: int32(l.Attempt)}
+	out.Unit.Verify = VerifyRangeToProto(l.Unit.Verify)
 	if l.Unit.NeedsSnapshot {
 		out.Snapshot = snapshot
 	}
@@ -108,9 +132,11 @@ func ts(t time.Time) *timestamppb.Timestamp {
 
 // UnitInfoToProto converts a unit with its state.
 func UnitInfoToProto(u store.Unit) *pb.UnitInfo {
-	return &pb.UnitInfo{Unit: UnitToProto(u.Unit), State: StateToProto(u.State), Attempts: int32(u.Attempts),
+	out := &pb.UnitInfo{Unit: UnitToProto(u.Unit), State: StateToProto(u.State), Attempts: int32(u.Attempts),
 		DependsOn: u.DependsOn, WorkerId: u.WorkerID, Rows: u.Rows, Bytes: u.Bytes,
 		StartedAt: ts(u.StartedAt), FinishedAt: ts(u.FinishedAt), LastError: u.LastError}
+	out.Unit.Verify = VerifyRangeToProto(u.Verify)
+	return out
 }
 
 // connectedWithin is how recently a worker must have called to count as

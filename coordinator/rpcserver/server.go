@@ -59,6 +59,7 @@ func (s *Server) SetMigration(meta store.Meta) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.meta = &meta
+	s.holdLocked()
 }
 
 // SetBroker starts handing out units from b under snapshot.
@@ -66,6 +67,16 @@ func (s *Server) SetBroker(b *lease.Broker, snapshot string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.broker, s.snapshot = b, snapshot
+	s.holdLocked()
+}
+
+// holdLocked keeps the workers of a --follow migration that is not cleaned
+// up waiting for (verify) units once the copy is done, instead of letting
+// them exit; Cleanup lets them go.
+func (s *Server) holdLocked() {
+	if s.broker != nil && s.meta != nil {
+		s.broker.HoldWorkers(s.meta.Follow && !s.meta.Cleaned)
+	}
 }
 
 // SetSnapshot changes the snapshot leases carry ("" once released).
@@ -92,6 +103,8 @@ func toStatus(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, lease.ErrNotFailed):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, lease.ErrNotVerify):
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	case errors.Is(err, ErrNotFollowing):
@@ -165,7 +178,14 @@ func (s *Server) CompleteUnit(ctx context.Context, req *pb.CompleteUnitRequest) 
 	if b == nil {
 		return nil, errStarting
 	}
-	if err := b.Complete(req.GetWorkerId(), req.GetUnitId(), req.GetToken(), req.GetRows(), req.GetBytes()); err != nil {
+	var err error
+	if req.GetVerifySource() != nil || req.GetVerifyTarget() != nil {
+		err = b.CompleteVerify(req.GetWorkerId(), req.GetUnitId(), req.GetToken(),
+			RangeSumFromProto(req.GetVerifySource()), RangeSumFromProto(req.GetVerifyTarget()))
+	} else {
+		err = b.Complete(req.GetWorkerId(), req.GetUnitId(), req.GetToken(), req.GetRows(), req.GetBytes())
+	}
+	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.CompleteUnitResponse{}, nil
@@ -308,4 +328,10 @@ func (s *Server) Metrics(now time.Time) (*pb.StatusResponse, int, int) {
 	}
 	snap := b.Snapshot()
 	return st, snap.Expirations, snap.Redeliveries
+}
+
+// Broker is the lease broker once the plan exists, or nil.
+func (s *Server) Broker() *lease.Broker {
+	b, _, _ := s.state()
+	return b
 }

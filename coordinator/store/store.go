@@ -122,6 +122,37 @@ type Unit struct {
 	StartedAt  time.Time `json:"started_at,omitempty"`
 	FinishedAt time.Time `json:"finished_at,omitempty"`
 	LastError  string    `json:"last_error,omitempty"`
+	// Verify is set for KindVerify units.
+	Verify *VerifyRange `json:"verify,omitempty"`
+}
+
+// KindVerify units count and checksum one range of one table on both
+// sides for AdminService/Verify. They are not part of the plan: a Verify
+// call adds them and removes them, and they only read.
+const KindVerify plan.Kind = "verify"
+
+// VerifyRange is what a KindVerify unit compares, and once done what it
+// found.
+type VerifyRange struct {
+	Schema string `json:"schema"`
+	Table  string `json:"table"`
+	// Key is the integer key column; "" is the whole table. Lower and
+	// Upper bound it, [Lower, Upper); nil is open.
+	Key   string `json:"key,omitempty"`
+	Lower *int64 `json:"lower,omitempty"`
+	Upper *int64 `json:"upper,omitempty"`
+	// SourceSnapshot and TargetSnapshot are the Verify's exported snapshots.
+	SourceSnapshot string `json:"source_snapshot,omitempty"`
+	TargetSnapshot string `json:"target_snapshot,omitempty"`
+	// Source and Target are the counts and checksums of a done unit.
+	Source *RangeSum `json:"source,omitempty"`
+	Target *RangeSum `json:"target,omitempty"`
+}
+
+// RangeSum is one side's row count and checksum of a range.
+type RangeSum struct {
+	Rows int64  `json:"rows"`
+	Sum  string `json:"sum"`
 }
 
 // Worker is a worker that registered.
@@ -348,6 +379,20 @@ func (s *Store) PutUnits(units ...Unit) error {
 		for _, u := range units {
 			if err := putJSON(b, u64(u.ID), u); err != nil {
 				return fmt.Errorf("put unit %d: %w", u.ID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// DeleteUnits removes units in one transaction (verify units, once their
+// Verify is over).
+func (s *Store) DeleteUnits(ids ...uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUnits)
+		for _, id := range ids {
+			if err := b.Delete(u64(id)); err != nil {
+				return fmt.Errorf("delete unit %d: %w", id, err)
 			}
 		}
 		return nil

@@ -15,17 +15,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgcaravan/pgcaravan/shared/checksum"
 	"github.com/pgcaravan/pgcaravan/shared/ident"
 )
-
-// sumQuery counts rows and adds up a 64-bit hash of each row's text: a sum
-// does not depend on row order, numeric does not overflow, and the sums of
-// a table's ranges add up to the table's. t.* is the whole row even when
-// the table has a column named t. ONLY keeps an inheritance parent from
-// counting its children's rows, which are compared as tables of their own.
-// %s is the table, then the range's condition.
-const sumQuery = `SELECT count(*), coalesce(sum(('x' || substr(md5(t.*::text), 1, 16))::bit(64)::bigint::numeric), 0)::text
-FROM ONLY %s t%s`
 
 // tableSum is one side's row count and checksum of a table or a range.
 type tableSum struct {
@@ -237,16 +229,15 @@ func compareData(ctx context.Context, src, tgt *side, opts Options, st *state, s
 			opts.Logger.Info("table equal in an earlier run", "table", r.name, "ranges", len(r.ranges))
 		}
 	}
-	err = parallel(ctx, pairs, len(jobs), func(ctx context.Context, p sessionPair, j int) error {
+	// finish keeps a range's result and searches it if it differs.
+	finish := func(ctx context.Context, p sessionPair, j int, res rangeResult, keep bool) error {
 		r, i := jobs[j].run, jobs[j].i
 		kr := r.ranges[i]
-		res, err := p.sum(ctx, r, r.plan.Key, kr)
-		if err != nil {
-			return err
-		}
-		res.At = time.Now().UTC()
-		if err := st.putResult(r.name, i, res); err != nil {
-			return fmt.Errorf("verify: store the result of %s range %d: %w", r.name, i, err)
+		if keep {
+			res.At = time.Now().UTC()
+			if err := st.putResult(r.name, i, res); err != nil {
+				return fmt.Errorf("verify: store the result of %s range %d: %w", r.name, i, err)
+			}
 		}
 		opts.Logger.Debug("range compared", "table", r.name, "range", kr.String(), "rows", res.Source.Rows, "equal", res.equal())
 		if !res.equal() && r.plan.Key != "" {
@@ -267,7 +258,47 @@ func compareData(ctx context.Context, src, tgt *side, opts Options, st *state, s
 				"resumed", r.result.Resumed, "differ", r.result.Differ, "elapsed", time.Since(r.started).Round(time.Millisecond))
 		}
 		return nil
-	})
+	}
+	if opts.Spread != nil {
+		// 3a. The ranges are counted and checksummed elsewhere, under this
+		// run's snapshots; each result is kept as it arrives, so an
+		// interrupted run resumes from those already in. Only the
+		// differing ranges are searched here.
+		ranges := make([]Range, len(jobs))
+		for j, jb := range jobs {
+			t := jb.run.src
+			ranges[j] = Range{Table: jb.run.name, Schema: t.schema, Name: t.name, Key: jb.run.plan.Key,
+				KeyRange: jb.run.ranges[jb.i], Size: t.size / int64(len(jb.run.ranges))}
+		}
+		results := make([]rangeResult, len(jobs))
+		err = opts.Spread(ctx, ranges, Snapshots{Source: src.snapshot, Target: tgt.snapshot}, func(done []RangeDone) error {
+			kept := make([]keptResult, 0, len(done))
+			for _, d := range done {
+				res := rangeResult{Source: tableSum(d.Source), Target: tableSum(d.Target), At: time.Now().UTC()}
+				results[d.Index] = res
+				kept = append(kept, keptResult{table: jobs[d.Index].run.name, i: jobs[d.Index].i, res: res})
+			}
+			if err := st.putResults(kept); err != nil {
+				return fmt.Errorf("verify: store the results of %d ranges: %w", len(kept), err)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		err = parallel(ctx, pairs, len(jobs), func(ctx context.Context, p sessionPair, j int) error {
+			return finish(ctx, p, j, results[j], false)
+		})
+	} else {
+		err = parallel(ctx, pairs, len(jobs), func(ctx context.Context, p sessionPair, j int) error {
+			r, i := jobs[j].run, jobs[j].i
+			res, err := p.sum(ctx, r, r.plan.Key, r.ranges[i])
+			if err != nil {
+				return err
+			}
+			return finish(ctx, p, j, res, true)
+		})
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -405,14 +436,10 @@ func (s *side) session(ctx context.Context) (*session, error) {
 	return ses, nil
 }
 
-// sum counts and checksums the rows of t that match where. Range bounds
-// are literals, so the simple protocol plans each range for its bounds and
-// no statement is cached per range.
+// sum counts and checksums the rows of t that match where.
 func (s *session) sum(ctx context.Context, t table, where string) (tableSum, error) {
-	var ts tableSum
-	err := s.tx.QueryRow(ctx, fmt.Sprintf(sumQuery, ident.Qualified(t.schema, t.name), where), pgx.QueryExecModeSimpleProtocol).
-		Scan(&ts.Rows, &ts.Sum)
-	return ts, err
+	ts, err := checksum.Range(ctx, s.tx, t.schema, t.name, where)
+	return tableSum(ts), err
 }
 
 func (s *session) close() {

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgcaravan/pgcaravan/shared/checksum"
 	"github.com/pgcaravan/pgcaravan/shared/ident"
 )
 
@@ -43,17 +43,7 @@ func (r KeyRange) String() string {
 // where is the condition that selects the range from a table aliased t,
 // "" for the whole key.
 func (r KeyRange) where(key string) string {
-	var conds []string
-	if r.From != nil {
-		conds = append(conds, fmt.Sprintf("t.%s >= %d", ident.Quote(key), *r.From))
-	}
-	if r.To != nil {
-		conds = append(conds, fmt.Sprintf("t.%s < %d", ident.Quote(key), *r.To))
-	}
-	if len(conds) == 0 {
-		return ""
-	}
-	return " WHERE " + strings.Join(conds, " AND ")
+	return checksum.Where(key, r.From, r.To)
 }
 
 // contains reports whether k is in the range.

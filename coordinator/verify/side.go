@@ -10,28 +10,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgcaravan/pgcaravan/shared/checksum"
 	"github.com/pgcaravan/pgcaravan/shared/ident"
 )
 
-// sessionParams make both servers print values the same way, whatever
-// their configuration, and keep our long read-only sessions from being
-// cancelled or silently filtered by row security.
-var sessionParams = map[string]string{
-	"application_name":                    "pgcaravan verify",
-	"search_path":                         "pg_catalog",
-	"TimeZone":                            "UTC",
-	"DateStyle":                           "ISO, YMD",
-	"IntervalStyle":                       "postgres",
-	"extra_float_digits":                  "3",
-	"bytea_output":                        "hex",
-	"lc_monetary":                         "C",
-	"row_security":                        "off",
-	"statement_timeout":                   "0",
-	"lock_timeout":                        "0",
-	"idle_in_transaction_session_timeout": "0",
-}
-
-// connect opens a session with sessionParams. Errors name the side, not
+// connect opens a session with checksum.SessionParams. Errors name the side, not
 // the connection string, which may hold a password (pgx redacts it from
 // its own messages).
 func connect(ctx context.Context, sideName, uri string) (*pgx.Conn, error) {
@@ -39,7 +22,7 @@ func connect(ctx context.Context, sideName, uri string) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verify: %s connection string is not valid: %w", sideName, err)
 	}
-	for k, v := range sessionParams {
+	for k, v := range checksum.SessionParams {
 		cfg.RuntimeParams[k] = v
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)

@@ -221,6 +221,29 @@ func (s *state) putResult(table string, i int, r rangeResult) error {
 	})
 }
 
+// keptResult is one range's result for putResults.
+type keptResult struct {
+	table string
+	i     int
+	res   rangeResult
+}
+
+// putResults stores the results of many ranges in one commit.
+func (s *state) putResults(rs []keptResult) error {
+	if s == nil || len(rs) == 0 {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRanges)
+		for _, r := range rs {
+			if err := putJSON(b, rangeKey(r.table, r.i), r.res); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // rangePrefix is the key prefix of a table's ranges: the name and a zero
 // byte, which no display name contains, so one table's prefix is never
 // another's.

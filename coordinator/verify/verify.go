@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcaravan/pgcaravan/coordinator/filter"
+	"github.com/pgcaravan/pgcaravan/shared/checksum"
 )
 
 // ownSchema is where pgcaravan keeps its bookkeeping on the target; it is
@@ -56,6 +57,42 @@ type Options struct {
 	// Logger gets a line per table (Info) and per range (Debug); nil logs
 	// nothing.
 	Logger hclog.Logger
+	// Spread, when set, counts and checksums the ranges somewhere else
+	// (a fleet's workers) instead of on Jobs sessions here; planning the
+	// ranges and searching the differing ones for their keys stay here.
+	Spread Spread
+}
+
+// Spread counts and checksums every range on both sides, each side read
+// under its snapshot in snaps (held open by Compare until Spread returns),
+// with checksum.Range on sessions opened with checksum.SessionParams, and
+// hands the results to done as they come, in batches, one call at a time.
+// It returns when every range is done, or the first error (done's
+// included). A range may be computed twice: it only reads.
+type Spread func(ctx context.Context, ranges []Range, snaps Snapshots, done func([]RangeDone) error) error
+
+// Range is one range of one table for Spread.
+type Range struct {
+	// Table is the display name; Schema and Name are unquoted, the same on
+	// both sides.
+	Table, Schema, Name string
+	// Key is the integer key column KeyRange is on; "" is the whole table.
+	Key      string
+	KeyRange KeyRange
+	// Size is about how many source bytes the range holds, to do large
+	// ones first.
+	Size int64
+}
+
+// Snapshots are the exported snapshots each side of a Compare reads under.
+type Snapshots struct {
+	Source, Target string
+}
+
+// RangeDone is the result of ranges[Index] of a Spread.
+type RangeDone struct {
+	Index          int
+	Source, Target checksum.Sum
 }
 
 // Defaults of Options.

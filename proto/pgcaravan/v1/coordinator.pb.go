@@ -538,7 +538,10 @@ type CompleteUnitRequest struct {
 	Rows     int64                  `protobuf:"varint,4,opt,name=rows,proto3" json:"rows,omitempty"`
 	Bytes    int64                  `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	// True when the unit's done-marker was already on the target, so nothing ran.
-	AlreadyDone   bool `protobuf:"varint,6,opt,name=already_done,json=alreadyDone,proto3" json:"already_done,omitempty"`
+	AlreadyDone bool `protobuf:"varint,6,opt,name=already_done,json=alreadyDone,proto3" json:"already_done,omitempty"`
+	// What a UNIT_KIND_VERIFY unit found on each side.
+	VerifySource  *RangeSum `protobuf:"bytes,7,opt,name=verify_source,json=verifySource,proto3" json:"verify_source,omitempty"`
+	VerifyTarget  *RangeSum `protobuf:"bytes,8,opt,name=verify_target,json=verifyTarget,proto3" json:"verify_target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -613,6 +616,20 @@ func (x *CompleteUnitRequest) GetAlreadyDone() bool {
 		return x.AlreadyDone
 	}
 	return false
+}
+
+func (x *CompleteUnitRequest) GetVerifySource() *RangeSum {
+	if x != nil {
+		return x.VerifySource
+	}
+	return nil
+}
+
+func (x *CompleteUnitRequest) GetVerifyTarget() *RangeSum {
+	if x != nil {
+		return x.VerifyTarget
+	}
+	return nil
 }
 
 type CompleteUnitResponse struct {
@@ -814,14 +831,16 @@ const file_pgcaravan_v1_coordinator_proto_rawDesc = "" +
 	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"N\n" +
 	"\x11HeartbeatResponse\x129\n" +
 	"\n" +
-	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xae\x01\n" +
+	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xa8\x02\n" +
 	"\x13CompleteUnitRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x17\n" +
 	"\aunit_id\x18\x02 \x01(\x04R\x06unitId\x12\x14\n" +
 	"\x05token\x18\x03 \x01(\tR\x05token\x12\x12\n" +
 	"\x04rows\x18\x04 \x01(\x03R\x04rows\x12\x14\n" +
 	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\x12!\n" +
-	"\falready_done\x18\x06 \x01(\bR\valreadyDone\"\x16\n" +
+	"\falready_done\x18\x06 \x01(\bR\valreadyDone\x12;\n" +
+	"\rverify_source\x18\a \x01(\v2\x16.pgcaravan.v1.RangeSumR\fverifySource\x12;\n" +
+	"\rverify_target\x18\b \x01(\v2\x16.pgcaravan.v1.RangeSumR\fverifyTarget\"\x16\n" +
 	"\x14CompleteUnitResponse\"\x8d\x01\n" +
 	"\x0fFailUnitRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x17\n" +
@@ -868,7 +887,8 @@ var file_pgcaravan_v1_coordinator_proto_goTypes = []any{
 	(UnitKind)(0),                  // 13: pgcaravan.v1.UnitKind
 	(*Unit)(nil),                   // 14: pgcaravan.v1.Unit
 	(*timestamppb.Timestamp)(nil),  // 15: google.protobuf.Timestamp
-	(UnitState)(0),                 // 16: pgcaravan.v1.UnitState
+	(*RangeSum)(nil),               // 16: pgcaravan.v1.RangeSum
+	(UnitState)(0),                 // 17: pgcaravan.v1.UnitState
 }
 var file_pgcaravan_v1_coordinator_proto_depIdxs = []int32{
 	0,  // 0: pgcaravan.v1.RegisterWorkerResponse.source:type_name -> pgcaravan.v1.DatabaseIdentity
@@ -880,22 +900,24 @@ var file_pgcaravan_v1_coordinator_proto_depIdxs = []int32{
 	15, // 6: pgcaravan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: pgcaravan.v1.AcquireUnitResponse.lease:type_name -> pgcaravan.v1.Lease
 	15, // 8: pgcaravan.v1.HeartbeatResponse.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 9: pgcaravan.v1.FailUnitResponse.state:type_name -> pgcaravan.v1.UnitState
-	1,  // 10: pgcaravan.v1.CoordinatorService.RegisterWorker:input_type -> pgcaravan.v1.RegisterWorkerRequest
-	3,  // 11: pgcaravan.v1.CoordinatorService.AcquireUnit:input_type -> pgcaravan.v1.AcquireUnitRequest
-	6,  // 12: pgcaravan.v1.CoordinatorService.Heartbeat:input_type -> pgcaravan.v1.HeartbeatRequest
-	8,  // 13: pgcaravan.v1.CoordinatorService.CompleteUnit:input_type -> pgcaravan.v1.CompleteUnitRequest
-	10, // 14: pgcaravan.v1.CoordinatorService.FailUnit:input_type -> pgcaravan.v1.FailUnitRequest
-	2,  // 15: pgcaravan.v1.CoordinatorService.RegisterWorker:output_type -> pgcaravan.v1.RegisterWorkerResponse
-	5,  // 16: pgcaravan.v1.CoordinatorService.AcquireUnit:output_type -> pgcaravan.v1.AcquireUnitResponse
-	7,  // 17: pgcaravan.v1.CoordinatorService.Heartbeat:output_type -> pgcaravan.v1.HeartbeatResponse
-	9,  // 18: pgcaravan.v1.CoordinatorService.CompleteUnit:output_type -> pgcaravan.v1.CompleteUnitResponse
-	11, // 19: pgcaravan.v1.CoordinatorService.FailUnit:output_type -> pgcaravan.v1.FailUnitResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	16, // 9: pgcaravan.v1.CompleteUnitRequest.verify_source:type_name -> pgcaravan.v1.RangeSum
+	16, // 10: pgcaravan.v1.CompleteUnitRequest.verify_target:type_name -> pgcaravan.v1.RangeSum
+	17, // 11: pgcaravan.v1.FailUnitResponse.state:type_name -> pgcaravan.v1.UnitState
+	1,  // 12: pgcaravan.v1.CoordinatorService.RegisterWorker:input_type -> pgcaravan.v1.RegisterWorkerRequest
+	3,  // 13: pgcaravan.v1.CoordinatorService.AcquireUnit:input_type -> pgcaravan.v1.AcquireUnitRequest
+	6,  // 14: pgcaravan.v1.CoordinatorService.Heartbeat:input_type -> pgcaravan.v1.HeartbeatRequest
+	8,  // 15: pgcaravan.v1.CoordinatorService.CompleteUnit:input_type -> pgcaravan.v1.CompleteUnitRequest
+	10, // 16: pgcaravan.v1.CoordinatorService.FailUnit:input_type -> pgcaravan.v1.FailUnitRequest
+	2,  // 17: pgcaravan.v1.CoordinatorService.RegisterWorker:output_type -> pgcaravan.v1.RegisterWorkerResponse
+	5,  // 18: pgcaravan.v1.CoordinatorService.AcquireUnit:output_type -> pgcaravan.v1.AcquireUnitResponse
+	7,  // 19: pgcaravan.v1.CoordinatorService.Heartbeat:output_type -> pgcaravan.v1.HeartbeatResponse
+	9,  // 20: pgcaravan.v1.CoordinatorService.CompleteUnit:output_type -> pgcaravan.v1.CompleteUnitResponse
+	11, // 21: pgcaravan.v1.CoordinatorService.FailUnit:output_type -> pgcaravan.v1.FailUnitResponse
+	17, // [17:22] is the sub-list for method output_type
+	12, // [12:17] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_pgcaravan_v1_coordinator_proto_init() }

@@ -44,21 +44,25 @@ const (
 	UnitKind_UNIT_KIND_LARGE_OBJECTS UnitKind = 8
 	// Refresh materialized views.
 	UnitKind_UNIT_KIND_REFRESH UnitKind = 9
+	// Count and checksum one key range of one table on both sides, for
+	// AdminService/Verify; reads only.
+	UnitKind_UNIT_KIND_VERIFY UnitKind = 10
 )
 
 // Enum value maps for UnitKind.
 var (
 	UnitKind_name = map[int32]string{
-		0: "UNIT_KIND_UNSPECIFIED",
-		1: "UNIT_KIND_COPY",
-		2: "UNIT_KIND_INDEX",
-		3: "UNIT_KIND_CONSTRAINT",
-		4: "UNIT_KIND_FOREIGN_KEY",
-		5: "UNIT_KIND_POST_DATA",
-		6: "UNIT_KIND_SEQUENCES",
-		7: "UNIT_KIND_VACUUM",
-		8: "UNIT_KIND_LARGE_OBJECTS",
-		9: "UNIT_KIND_REFRESH",
+		0:  "UNIT_KIND_UNSPECIFIED",
+		1:  "UNIT_KIND_COPY",
+		2:  "UNIT_KIND_INDEX",
+		3:  "UNIT_KIND_CONSTRAINT",
+		4:  "UNIT_KIND_FOREIGN_KEY",
+		5:  "UNIT_KIND_POST_DATA",
+		6:  "UNIT_KIND_SEQUENCES",
+		7:  "UNIT_KIND_VACUUM",
+		8:  "UNIT_KIND_LARGE_OBJECTS",
+		9:  "UNIT_KIND_REFRESH",
+		10: "UNIT_KIND_VERIFY",
 	}
 	UnitKind_value = map[string]int32{
 		"UNIT_KIND_UNSPECIFIED":   0,
@@ -71,6 +75,7 @@ var (
 		"UNIT_KIND_VACUUM":        7,
 		"UNIT_KIND_LARGE_OBJECTS": 8,
 		"UNIT_KIND_REFRESH":       9,
+		"UNIT_KIND_VERIFY":        10,
 	}
 )
 
@@ -426,6 +431,177 @@ func (x *LargeObjectRange) GetNoAcl() bool {
 	return false
 }
 
+// VerifyRange is one range of one table that a verify unit counts and
+// checksums on the source and on the target. Names are unquoted; the worker
+// quotes them.
+type VerifyRange struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Schema string                 `protobuf:"bytes,1,opt,name=schema,proto3" json:"schema,omitempty"`
+	Table  string                 `protobuf:"bytes,2,opt,name=table,proto3" json:"table,omitempty"`
+	// The integer key the range is on: key_column >= key_lower (unless
+	// key_lower_unbounded) AND key_column < key_upper (unless
+	// key_upper_unbounded). Empty key_column means the whole table.
+	KeyColumn         string `protobuf:"bytes,3,opt,name=key_column,json=keyColumn,proto3" json:"key_column,omitempty"`
+	KeyLower          int64  `protobuf:"varint,4,opt,name=key_lower,json=keyLower,proto3" json:"key_lower,omitempty"`
+	KeyUpper          int64  `protobuf:"varint,5,opt,name=key_upper,json=keyUpper,proto3" json:"key_upper,omitempty"`
+	KeyLowerUnbounded bool   `protobuf:"varint,6,opt,name=key_lower_unbounded,json=keyLowerUnbounded,proto3" json:"key_lower_unbounded,omitempty"`
+	KeyUpperUnbounded bool   `protobuf:"varint,7,opt,name=key_upper_unbounded,json=keyUpperUnbounded,proto3" json:"key_upper_unbounded,omitempty"`
+	// Snapshots exported by the verifying coordinator, which the worker's
+	// sessions import so every range of one Verify reads the same point in
+	// time; empty reads each side's current state.
+	SourceSnapshot string `protobuf:"bytes,8,opt,name=source_snapshot,json=sourceSnapshot,proto3" json:"source_snapshot,omitempty"`
+	TargetSnapshot string `protobuf:"bytes,9,opt,name=target_snapshot,json=targetSnapshot,proto3" json:"target_snapshot,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *VerifyRange) Reset() {
+	*x = VerifyRange{}
+	mi := &file_pgcaravan_v1_unit_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRange) ProtoMessage() {}
+
+func (x *VerifyRange) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_unit_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRange.ProtoReflect.Descriptor instead.
+func (*VerifyRange) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_unit_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *VerifyRange) GetSchema() string {
+	if x != nil {
+		return x.Schema
+	}
+	return ""
+}
+
+func (x *VerifyRange) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *VerifyRange) GetKeyColumn() string {
+	if x != nil {
+		return x.KeyColumn
+	}
+	return ""
+}
+
+func (x *VerifyRange) GetKeyLower() int64 {
+	if x != nil {
+		return x.KeyLower
+	}
+	return 0
+}
+
+func (x *VerifyRange) GetKeyUpper() int64 {
+	if x != nil {
+		return x.KeyUpper
+	}
+	return 0
+}
+
+func (x *VerifyRange) GetKeyLowerUnbounded() bool {
+	if x != nil {
+		return x.KeyLowerUnbounded
+	}
+	return false
+}
+
+func (x *VerifyRange) GetKeyUpperUnbounded() bool {
+	if x != nil {
+		return x.KeyUpperUnbounded
+	}
+	return false
+}
+
+func (x *VerifyRange) GetSourceSnapshot() string {
+	if x != nil {
+		return x.SourceSnapshot
+	}
+	return ""
+}
+
+func (x *VerifyRange) GetTargetSnapshot() string {
+	if x != nil {
+		return x.TargetSnapshot
+	}
+	return ""
+}
+
+// RangeSum is one side's row count and checksum of a range: the sum, as a
+// decimal string, of a 64-bit hash of each row's text.
+type RangeSum struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          int64                  `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Sum           string                 `protobuf:"bytes,2,opt,name=sum,proto3" json:"sum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RangeSum) Reset() {
+	*x = RangeSum{}
+	mi := &file_pgcaravan_v1_unit_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RangeSum) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RangeSum) ProtoMessage() {}
+
+func (x *RangeSum) ProtoReflect() protoreflect.Message {
+	mi := &file_pgcaravan_v1_unit_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RangeSum.ProtoReflect.Descriptor instead.
+func (*RangeSum) Descriptor() ([]byte, []int) {
+	return file_pgcaravan_v1_unit_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RangeSum) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *RangeSum) GetSum() string {
+	if x != nil {
+		return x.Sum
+	}
+	return ""
+}
+
 // Unit is one piece of work.
 type Unit struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -445,14 +621,16 @@ type Unit struct {
 	// Set for UNIT_KIND_LARGE_OBJECTS.
 	LargeObjects *LargeObjectRange `protobuf:"bytes,7,opt,name=large_objects,json=largeObjects,proto3" json:"large_objects,omitempty"`
 	// A short human description: index name, constraint name, range.
-	Description   string `protobuf:"bytes,8,opt,name=description,proto3" json:"description,omitempty"`
+	Description string `protobuf:"bytes,8,opt,name=description,proto3" json:"description,omitempty"`
+	// Set for UNIT_KIND_VERIFY.
+	Verify        *VerifyRange `protobuf:"bytes,9,opt,name=verify,proto3" json:"verify,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Unit) Reset() {
 	*x = Unit{}
-	mi := &file_pgcaravan_v1_unit_proto_msgTypes[2]
+	mi := &file_pgcaravan_v1_unit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +642,7 @@ func (x *Unit) String() string {
 func (*Unit) ProtoMessage() {}
 
 func (x *Unit) ProtoReflect() protoreflect.Message {
-	mi := &file_pgcaravan_v1_unit_proto_msgTypes[2]
+	mi := &file_pgcaravan_v1_unit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +655,7 @@ func (x *Unit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unit.ProtoReflect.Descriptor instead.
 func (*Unit) Descriptor() ([]byte, []int) {
-	return file_pgcaravan_v1_unit_proto_rawDescGZIP(), []int{2}
+	return file_pgcaravan_v1_unit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Unit) GetId() uint64 {
@@ -536,6 +714,13 @@ func (x *Unit) GetDescription() string {
 	return ""
 }
 
+func (x *Unit) GetVerify() *VerifyRange {
+	if x != nil {
+		return x.Verify
+	}
+	return nil
+}
+
 var File_pgcaravan_v1_unit_proto protoreflect.FileDescriptor
 
 const file_pgcaravan_v1_unit_proto_rawDesc = "" +
@@ -561,7 +746,21 @@ const file_pgcaravan_v1_unit_proto_rawDesc = "" +
 	"\tfirst_oid\x18\x01 \x01(\rR\bfirstOid\x12\x19\n" +
 	"\blast_oid\x18\x02 \x01(\rR\alastOid\x12\x19\n" +
 	"\bno_owner\x18\x03 \x01(\bR\anoOwner\x12\x15\n" +
-	"\x06no_acl\x18\x04 \x01(\bR\x05noAcl\"\xa3\x02\n" +
+	"\x06no_acl\x18\x04 \x01(\bR\x05noAcl\"\xc6\x02\n" +
+	"\vVerifyRange\x12\x16\n" +
+	"\x06schema\x18\x01 \x01(\tR\x06schema\x12\x14\n" +
+	"\x05table\x18\x02 \x01(\tR\x05table\x12\x1d\n" +
+	"\n" +
+	"key_column\x18\x03 \x01(\tR\tkeyColumn\x12\x1b\n" +
+	"\tkey_lower\x18\x04 \x01(\x03R\bkeyLower\x12\x1b\n" +
+	"\tkey_upper\x18\x05 \x01(\x03R\bkeyUpper\x12.\n" +
+	"\x13key_lower_unbounded\x18\x06 \x01(\bR\x11keyLowerUnbounded\x12.\n" +
+	"\x13key_upper_unbounded\x18\a \x01(\bR\x11keyUpperUnbounded\x12'\n" +
+	"\x0fsource_snapshot\x18\b \x01(\tR\x0esourceSnapshot\x12'\n" +
+	"\x0ftarget_snapshot\x18\t \x01(\tR\x0etargetSnapshot\"0\n" +
+	"\bRangeSum\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12\x10\n" +
+	"\x03sum\x18\x02 \x01(\tR\x03sum\"\xd6\x02\n" +
 	"\x04Unit\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12*\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x16.pgcaravan.v1.UnitKindR\x04kind\x12\x14\n" +
@@ -570,7 +769,8 @@ const file_pgcaravan_v1_unit_proto_rawDesc = "" +
 	"\x03sql\x18\x05 \x01(\tR\x03sql\x12$\n" +
 	"\rtransactional\x18\x06 \x01(\bR\rtransactional\x12C\n" +
 	"\rlarge_objects\x18\a \x01(\v2\x1e.pgcaravan.v1.LargeObjectRangeR\flargeObjects\x12 \n" +
-	"\vdescription\x18\b \x01(\tR\vdescription*\xff\x01\n" +
+	"\vdescription\x18\b \x01(\tR\vdescription\x121\n" +
+	"\x06verify\x18\t \x01(\v2\x19.pgcaravan.v1.VerifyRangeR\x06verify*\x95\x02\n" +
 	"\bUnitKind\x12\x19\n" +
 	"\x15UNIT_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eUNIT_KIND_COPY\x10\x01\x12\x13\n" +
@@ -581,7 +781,9 @@ const file_pgcaravan_v1_unit_proto_rawDesc = "" +
 	"\x13UNIT_KIND_SEQUENCES\x10\x06\x12\x14\n" +
 	"\x10UNIT_KIND_VACUUM\x10\a\x12\x1b\n" +
 	"\x17UNIT_KIND_LARGE_OBJECTS\x10\b\x12\x15\n" +
-	"\x11UNIT_KIND_REFRESH\x10\t*\x99\x01\n" +
+	"\x11UNIT_KIND_REFRESH\x10\t\x12\x14\n" +
+	"\x10UNIT_KIND_VERIFY\x10\n" +
+	"*\x99\x01\n" +
 	"\tUnitState\x12\x1a\n" +
 	"\x16UNIT_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12UNIT_STATE_BLOCKED\x10\x01\x12\x14\n" +
@@ -608,25 +810,28 @@ func file_pgcaravan_v1_unit_proto_rawDescGZIP() []byte {
 }
 
 var file_pgcaravan_v1_unit_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_pgcaravan_v1_unit_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_pgcaravan_v1_unit_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_pgcaravan_v1_unit_proto_goTypes = []any{
 	(UnitKind)(0),            // 0: pgcaravan.v1.UnitKind
 	(UnitState)(0),           // 1: pgcaravan.v1.UnitState
 	(CopyFormat)(0),          // 2: pgcaravan.v1.CopyFormat
 	(*CopySpec)(nil),         // 3: pgcaravan.v1.CopySpec
 	(*LargeObjectRange)(nil), // 4: pgcaravan.v1.LargeObjectRange
-	(*Unit)(nil),             // 5: pgcaravan.v1.Unit
+	(*VerifyRange)(nil),      // 5: pgcaravan.v1.VerifyRange
+	(*RangeSum)(nil),         // 6: pgcaravan.v1.RangeSum
+	(*Unit)(nil),             // 7: pgcaravan.v1.Unit
 }
 var file_pgcaravan_v1_unit_proto_depIdxs = []int32{
 	2, // 0: pgcaravan.v1.CopySpec.format:type_name -> pgcaravan.v1.CopyFormat
 	0, // 1: pgcaravan.v1.Unit.kind:type_name -> pgcaravan.v1.UnitKind
 	3, // 2: pgcaravan.v1.Unit.copy:type_name -> pgcaravan.v1.CopySpec
 	4, // 3: pgcaravan.v1.Unit.large_objects:type_name -> pgcaravan.v1.LargeObjectRange
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	5, // 4: pgcaravan.v1.Unit.verify:type_name -> pgcaravan.v1.VerifyRange
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_pgcaravan_v1_unit_proto_init() }
@@ -640,7 +845,7 @@ func file_pgcaravan_v1_unit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgcaravan_v1_unit_proto_rawDesc), len(file_pgcaravan_v1_unit_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
