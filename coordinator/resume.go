@@ -174,7 +174,13 @@ func resetTables(ctx context.Context, dst *pgx.Conn, migrationID string, tables 
 	}
 	defer tx.Rollback(context.Background())
 	for _, t := range tables {
-		if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+ident.Qualified(t.Schema, t.Name)); err != nil {
+		// A table --after-schema made partitioned is emptied with its
+		// partitions: TRUNCATE ONLY is refused on a partitioned table.
+		truncate := "TRUNCATE ONLY "
+		if t.Repartitioned() {
+			truncate = "TRUNCATE "
+		}
+		if _, err := tx.Exec(ctx, truncate+ident.Qualified(t.Schema, t.Name)); err != nil {
 			return fmt.Errorf("reset table %s: %w", t.QualifiedName(), err)
 		}
 	}

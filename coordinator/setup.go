@@ -297,8 +297,9 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	}
 
 	// 8. Copy the roles (--roles), restore pre-data on the target (only
-	// the kept entries when filtered), run the --after-schema file, and
-	// make the done-marker table. The store is written only in step 9, so
+	// the kept entries when filtered), run the --after-schema file (and
+	// plan again for the tables it made partitioned), and make the
+	// done-marker table. The store is written only in step 9, so
 	// a coordinator restarted on the same --dir never runs the file again:
 	// either the store has the plan and it resumes, or it starts over on a
 	// target the pre-data restore refuses (or drops, with --drop-if-exists).
@@ -332,6 +333,24 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 			return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
 		}
 		mark("after-schema", t)
+		// The plan assumed every table is on the target as on the source;
+		// one the file made partitioned is copied and constrained as a
+		// partitioned table (plan.Table.Repartitioned).
+		tables, names, err := c.targetRelKinds(ctx, dstConn, in.Tables)
+		if err != nil {
+			return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+		}
+		if len(names) > 0 {
+			in.Tables = tables
+			p = plan.Build(in)
+			if err := fillSQL(ctx, tools, dumpFile, kept.post, p.Units, restoreOpts); err != nil {
+				return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+			}
+			p.ReachPartitions()
+			addSettingsUnit(&p, settingsSQL)
+			meta.Skipped = p.Skipped
+			c.log.Info("plan rebuilt for the tables --after-schema made partitioned", "tables", strings.Join(names, ", "), "units", len(p.Units))
+		}
 	}
 	if _, err := dstConn.Exec(ctx, createMarkerSchema); err != nil {
 		return snap, nil, fmt.Errorf("target %s: create the pgcaravan schema for done-markers: %w", c.dst, err)
@@ -586,6 +605,50 @@ func (c *Coordinator) runAfterSchema(ctx context.Context, s *schema.Script) erro
 	}
 	c.log.Info("after-schema file applied", "file", s.Name, "statements", len(s.Statements))
 	return nil
+}
+
+// targetRelKinds reads, on the target, the relkind of every plain source
+// table, and returns the tables with TargetRelKind "p" set on those the
+// --after-schema file made partitioned, and their names; no names when it
+// made none (tables is then the input, unchanged).
+func (c *Coordinator) targetRelKinds(ctx context.Context, dst *pgx.Conn, tables []plan.Table) ([]plan.Table, []string, error) {
+	var schemas, names []string
+	for _, t := range tables {
+		if t.RelKind == "r" {
+			schemas, names = append(schemas, t.Schema), append(names, t.Name)
+		}
+	}
+	if len(names) == 0 {
+		return tables, nil, nil
+	}
+	rows, err := dst.Query(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN unnest($1::text[], $2::text[]) AS w(nspname, relname) ON w.nspname = n.nspname AND w.relname = c.relname
+		WHERE c.relkind = 'p'`, schemas, names)
+	if err != nil {
+		return nil, nil, fmt.Errorf("target %s: read the kinds of the tables after --after-schema: %w", c.dst, err)
+	}
+	type name struct{ schema, name string }
+	partitioned := map[name]bool{}
+	var n name
+	_, err = pgx.ForEachRow(rows, []any{&n.schema, &n.name}, func() error {
+		partitioned[n] = true
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("target %s: read the kinds of the tables after --after-schema: %w", c.dst, err)
+	}
+	if len(partitioned) == 0 {
+		return tables, nil, nil
+	}
+	out := slices.Clone(tables)
+	var changed []string
+	for i, t := range out {
+		if t.RelKind == "r" && partitioned[name{t.Schema, t.Name}] {
+			out[i].TargetRelKind = "p"
+			changed = append(changed, t.QualifiedName())
+		}
+	}
+	return out, changed, nil
 }
 
 // applySchemaOptions applies --skip-extensions and --no-comments to the

@@ -436,3 +436,143 @@ func TestAfterSchema(t *testing.T) {
 		t.Errorf("%d of 500 rows have the file's default after the restart", n)
 	}
 }
+
+// partSchema has public.events, a plain table with a primary key that
+// includes created_at, a secondary index, a CHECK constraint in its
+// definition and a NOT VALID one (restored in post-data), a foreign key to
+// customers and one from notes.
+const partSchema = `
+CREATE TABLE public.customers (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE public.events (
+	id bigint NOT NULL,
+	created_at timestamptz NOT NULL,
+	customer_id int NOT NULL,
+	kind text NOT NULL,
+	CONSTRAINT events_kind_check CHECK (kind <> ''),
+	CONSTRAINT events_pkey PRIMARY KEY (id, created_at)
+);
+CREATE INDEX events_kind_idx ON public.events (kind);
+CREATE TABLE public.notes (
+	id int PRIMARY KEY,
+	event_id bigint NOT NULL,
+	event_at timestamptz NOT NULL,
+	body text,
+	CONSTRAINT notes_event_fk FOREIGN KEY (event_id, event_at) REFERENCES public.events (id, created_at)
+);
+INSERT INTO public.customers SELECT g, 'customer ' || g FROM generate_series(1, 10) g;
+INSERT INTO public.events
+	SELECT g, timestamptz '2023-07-01 00:00:00+00' + g * interval '5 hours', 1 + g % 10, 'kind' || g % 7
+	FROM generate_series(1, 3000) g;
+INSERT INTO public.notes SELECT g, g * 20, timestamptz '2023-07-01 00:00:00+00' + g * 20 * interval '5 hours', 'note'
+	FROM generate_series(1, 100) g;
+ALTER TABLE public.events ADD CONSTRAINT events_customer_fk FOREIGN KEY (customer_id) REFERENCES public.customers (id);
+ALTER TABLE public.events ADD CONSTRAINT events_id_positive CHECK (id > 0) NOT VALID;
+`
+
+// partAfterSchema turns public.events into a table partitioned by range of
+// created_at, as the partitioning guides do, before any row is copied.
+const partAfterSchema = `
+DROP TABLE public.events;
+CREATE TABLE public.events (
+	id bigint NOT NULL,
+	created_at timestamptz NOT NULL,
+	customer_id int NOT NULL,
+	kind text NOT NULL,
+	CONSTRAINT events_kind_check CHECK (kind <> '')
+) PARTITION BY RANGE (created_at);
+CREATE TABLE public.events_2023 PARTITION OF public.events FOR VALUES FROM (MINVALUE) TO ('2024-01-01 00:00:00+00');
+CREATE TABLE public.events_2024 PARTITION OF public.events FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2025-01-01 00:00:00+00');
+CREATE TABLE public.events_2025 PARTITION OF public.events FOR VALUES FROM ('2025-01-01 00:00:00+00') TO (MAXVALUE);
+`
+
+// TestAfterSchemaPartitioned checks that --after-schema can turn a plain
+// table into a partitioned one: the clone copies its rows into the right
+// partitions, makes its primary key (valid on every partition), index,
+// checks and foreign keys (both ways) on the whole tree, and verify
+// compares it with the source's plain table.
+func TestAfterSchemaPartitioned(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test: skipped with -short")
+	}
+	ctx := context.Background()
+	src := pgtest.Start(t, pgtest.Options{})
+	if err := src.CreateDatabase(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Exec(ctx, "app", partSchema); err != nil {
+		t.Fatal(err)
+	}
+	dst := pgtest.Start(t, pgtest.Options{})
+	if err := dst.CreateDatabase(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "partition.sql")
+	if err := os.WriteFile(file, []byte(partAfterSchema), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srcApp, dstApp := src.URI("app"), dst.URI("app")
+
+	out, code := run(t, 5*time.Minute, "clone", "--quiet", "--source", srcApp, "--target", dstApp, "--dir", t.TempDir(), "--after-schema", file)
+	if code != 0 {
+		t.Fatalf("clone --after-schema (partitioning public.events) exited %d:\n%s", code, out)
+	}
+	if k := queryString(t, dstApp, `SELECT relkind::text FROM pg_class WHERE oid = 'public.events'::regclass`); k != "p" {
+		t.Fatalf("public.events has relkind %s on the target, want p", k)
+	}
+
+	// 1. Every row is in the partition its created_at falls in.
+	for _, p := range []struct{ name, cond string }{
+		{"events_2023", `created_at < '2024-01-01 00:00:00+00'`},
+		{"events_2024", `created_at >= '2024-01-01 00:00:00+00' AND created_at < '2025-01-01 00:00:00+00'`},
+		{"events_2025", `created_at >= '2025-01-01 00:00:00+00'`},
+	} {
+		want := queryInt(t, srcApp, `SELECT count(*) FROM public.events WHERE `+p.cond)
+		if got := queryInt(t, dstApp, `SELECT count(*) FROM ONLY public.`+p.name); got != want || want == 0 {
+			t.Errorf("partition %s has %d rows, want %d (source rows with %s)", p.name, got, want, p.cond)
+		}
+	}
+	if n := queryInt(t, dstApp, `SELECT count(*) FROM ONLY public.events`); n != 0 {
+		t.Errorf("the partitioned parent holds %d rows of its own", n)
+	}
+
+	// 2. The primary key and the index are on the parent and valid on every
+	// partition; the checks and foreign keys are on the whole tree.
+	if n := queryInt(t, dstApp, `SELECT count(*) FROM pg_index WHERE indrelid = 'public.events'::regclass AND indisprimary AND indisvalid`); n != 1 {
+		t.Errorf("the partitioned table has %d valid primary keys, want 1", n)
+	}
+	if n := queryInt(t, dstApp, `SELECT count(*) FROM pg_inherits h JOIN pg_index i ON i.indrelid = h.inhrelid
+		WHERE h.inhparent = 'public.events'::regclass AND i.indisprimary AND i.indisvalid`); n != 3 {
+		t.Errorf("%d of 3 partitions have a valid primary key index", n)
+	}
+	if n := queryInt(t, dstApp, `SELECT count(*) FROM pg_inherits h JOIN pg_index i ON i.indrelid = h.inhrelid
+		WHERE h.inhparent = 'public.events'::regclass AND NOT i.indisvalid`); n != 0 {
+		t.Errorf("%d partition indexes are invalid", n)
+	}
+	if n := queryInt(t, dstApp, `SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE i.indrelid = 'public.events'::regclass AND c.relname = 'events_kind_idx' AND i.indisvalid`); n != 1 {
+		t.Error("events_kind_idx is not a valid index of the partitioned table")
+	}
+	for _, con := range []string{"events_pkey", "events_kind_check", "events_id_positive", "events_customer_fk"} {
+		if n := queryInt(t, dstApp, `SELECT count(*) FROM pg_constraint c JOIN pg_inherits h ON h.inhrelid = c.conrelid
+			WHERE h.inhparent = 'public.events'::regclass AND (c.conname = $1 OR c.conparentid IN
+				(SELECT oid FROM pg_constraint WHERE conrelid = 'public.events'::regclass AND conname = $1))`, con); n != 3 {
+			t.Errorf("constraint %s is on %d of 3 partitions", con, n)
+		}
+	}
+	if n := queryInt(t, dstApp, `SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.notes'::regclass
+		AND conname = 'notes_event_fk' AND confrelid = 'public.events'::regclass`); n != 1 {
+		t.Error("notes_event_fk does not reference the partitioned table")
+	}
+
+	// 3. verify compares the partitioned table with the source's plain one.
+	out, code = run(t, 5*time.Minute, "verify", "--source", srcApp, "--target", dstApp)
+	if code != 0 {
+		t.Errorf("verify after partitioning exited %d:\n%s", code, out)
+	}
+	t.Logf("verify:\n%s", out)
+	for _, bad := range []string{"events_2023", "events_2024", "events_2025"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("verify reports the partition %s:\n%s", bad, out)
+		}
+	}
+}

@@ -39,6 +39,10 @@ type relation struct {
 	// key changes are matched by, so UPDATEs that keep the key can be
 	// merged (coalesce.go).
 	coalesce bool
+	// partitioned: the target's table is partitioned where the source's
+	// is not (an --after-schema conversion), so TRUNCATE must reach its
+	// partitions.
+	partitioned bool
 }
 
 // describe builds a relation from its Relation message and the target's
@@ -79,6 +83,9 @@ func describe(ctx context.Context, conn *pgx.Conn, m *pglogrepl.RelationMessage)
 		}
 		r.columns = append(r.columns, col)
 		r.anyAlways = r.anyAlways || at.always
+	}
+	if err := conn.QueryRow(ctx, `SELECT relkind = 'p' FROM pg_class WHERE oid = $1::regclass`, r.qualified).Scan(&r.partitioned); err != nil {
+		return nil, fmt.Errorf("target: describe %s: %w", r.qualified, err)
 	}
 	if r.identity == 'd' {
 		err := conn.QueryRow(ctx, `SELECT count(*) = 1 AND bool_and(i.indisprimary)

@@ -189,13 +189,19 @@ func deleteSQL(r *relation, m match) string {
 
 // truncateSQL replays a TRUNCATE of the relations; option bit 2 is
 // RESTART IDENTITY (bit 1, CASCADE, needs nothing: pgoutput lists every
-// relation the cascade reached).
+// relation the cascade reached). ONLY is written before each name, since
+// pgoutput lists inheritance children it truncated on their own, but not
+// before a table the target has partitioned, whose rows are in its
+// partitions.
 func truncateSQL(rels []*relation, option uint8) string {
 	names := make([]string, len(rels))
 	for i, r := range rels {
-		names[i] = r.qualified
+		names[i] = "ONLY " + r.qualified
+		if r.partitioned {
+			names[i] = r.qualified
+		}
 	}
-	sql := "TRUNCATE ONLY " + strings.Join(names, ", ")
+	sql := "TRUNCATE " + strings.Join(names, ", ")
 	if option&2 != 0 {
 		sql += " RESTART IDENTITY"
 	}

@@ -13,6 +13,14 @@
 // of post-data last; then materialized view refreshes. Sequences and large
 // objects do not wait for anything.
 //
+// A table the --after-schema file made partitioned on the target
+// (Table.TargetRelKind, set only when the coordinator planned again after
+// the file ran) is copied like a split table's parts, with no TRUNCATE and
+// no FREEZE, and vacuumed; its PRIMARY KEY and UNIQUE constraints are not
+// attached USING INDEX but made from the dump's SQL, whose ALTER TABLE ONLY
+// on it becomes ALTER TABLE (Plan.ReachPartitions) so they reach every
+// partition. A plan without TargetRelKind is exactly what it was before.
+//
 // Filters are applied before planning (coordinator/filter): the input has
 // no excluded table, entry or sequence, a table whose rows are left out
 // has NoData (no copy unit; what is built on it does not wait), and

@@ -137,6 +137,9 @@ func (b *builder) groupBuilt(oid uint32) []uint64 {
 // loaded with COPY FREEZE in its unit's transaction; the parts of a split
 // table load concurrently into the empty table pre-data created, with no
 // TRUNCATE (it would take back parts already committed) and so no FREEZE.
+// A repartitioned table is loaded like a part even when whole: PostgreSQL
+// allows neither on a partitioned table, and the target is empty after
+// pre-data; the done-marker committed with the rows keeps it exactly-once.
 func (b *builder) copyUnits() {
 	threshold := SplitThreshold(b.in.Tables, b.opts)
 	for _, t := range b.in.Tables {
@@ -152,7 +155,7 @@ func (b *builder) copyUnits() {
 					Kind:          KindCopy,
 					TableOID:      t.OID,
 					Description:   "whole table",
-					Copy:          &Copy{Schema: t.Schema, Table: t.Name, Columns: t.Columns, Format: format, TruncateFreeze: true},
+					Copy:          &Copy{Schema: t.Schema, Table: t.Name, Columns: t.Columns, Format: format, TruncateFreeze: !t.Repartitioned()},
 					Transactional: true,
 					NeedsSnapshot: true,
 					Size:          t.Bytes,
@@ -291,9 +294,12 @@ func (b *builder) postDataUnits() {
 }
 
 // attachable says whether a constraint can be built as a plain unique index
-// and attached with USING INDEX: PRIMARY KEY and UNIQUE on an ordinary table.
+// and attached with USING INDEX: PRIMARY KEY and UNIQUE on an ordinary table
+// that is ordinary on the target too (USING INDEX is refused on a
+// partitioned table).
 func attachable(e Entry, t Table) bool {
-	return (e.ConType == "p" || e.ConType == "u") && t.RelKind == "r" && e.IndexDef != "" && e.ConName != ""
+	return (e.ConType == "p" || e.ConType == "u") && t.RelKind == "r" && !t.Repartitioned() &&
+		e.IndexDef != "" && e.ConName != ""
 }
 
 func usingIndexSQL(e Entry, t Table) string {
@@ -325,7 +331,8 @@ func constraintName(e Entry) string {
 
 // 3. Each copied table is analyzed once its indexes exist. After COPY
 // FREEZE the rows are frozen and the visibility map is set, so ANALYZE is
-// all a whole table needs. A split table was loaded without FREEZE: VACUUM
+// all a whole table needs. A split or repartitioned table was loaded
+// without FREEZE (VACUUM of a partitioned table vacuums its partitions): VACUUM
 // sets its visibility map (index-only scans, and no later vacuum rewriting
 // every page for hint bits) along with the statistics. VACUUM cannot run in
 // a transaction block, so that unit is not transactional; running it twice
@@ -339,7 +346,7 @@ func (b *builder) vacuumUnits() {
 		u := Unit{Kind: KindVacuum, TableOID: t.OID, Description: "analyze",
 			SQL: "ANALYZE " + ident.Qualified(t.Schema, t.Name) + ";", Transactional: true,
 			DependsOn: deps, Size: t.Bytes}
-		if b.split[t.OID] {
+		if b.split[t.OID] || t.Repartitioned() {
 			u.Description, u.Transactional = "vacuum analyze", false
 			u.SQL = "VACUUM (ANALYZE) " + ident.Qualified(t.Schema, t.Name) + ";"
 		}

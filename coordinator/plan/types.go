@@ -33,6 +33,10 @@ type Table struct {
 	Name   string `json:"name"`
 	// RelKind is pg_class.relkind: r (table), p (partitioned), m (matview), f (foreign).
 	RelKind string `json:"relkind"`
+	// TargetRelKind is the target's relkind when --after-schema made it
+	// differ from RelKind: "p" for a plain table it made partitioned (see
+	// Repartitioned). Empty means the target's table is like the source's.
+	TargetRelKind string `json:"target_relkind,omitempty"`
 	// ParentOID is the partitioned table this one is a partition of, or 0.
 	ParentOID uint32 `json:"parent_oid,omitempty"`
 	// InheritsFrom are the tables this one inherits from (not as a
@@ -83,6 +87,13 @@ func (t Table) QualifiedName() string { return t.Schema + "." + t.Name }
 
 // HasData says whether the table has rows of its own for a copy unit.
 func (t Table) HasData() bool { return t.RelKind == "r" }
+
+// Repartitioned says whether the table is plain on the source and
+// partitioned on the target (--after-schema made it so). PostgreSQL refuses
+// TRUNCATE ONLY, COPY FREEZE and ALTER TABLE ONLY ... ADD CONSTRAINT on a
+// partitioned table, so its rows are copied like a split table's parts
+// (no TRUNCATE, no FREEZE) and its constraints are added to the whole tree.
+func (t Table) Repartitioned() bool { return t.RelKind == "r" && t.TargetRelKind == "p" }
 
 // Entry is one post-data entry of the schema dump's table of contents,
 // annotated with catalog facts.

@@ -145,7 +145,7 @@ func compareData(ctx context.Context, src, tgt *side, opts Options, st *state, s
 		// A table missing on one side, or of another kind, is reported by
 		// the "table" check, and an unpopulated materialized view, which
 		// cannot be read, by the "matview" check.
-		if !ok || !s.hasRows() || s.kind != t.kind || !s.populated || !t.populated {
+		if !ok || !s.hasRows() || (s.kind != t.kind && !t.tree) || !s.populated || !t.populated {
 			continue
 		}
 		names = append(names, n)
@@ -263,20 +263,28 @@ func compareData(ctx context.Context, src, tgt *side, opts Options, st *state, s
 		// 3a. The ranges are counted and checksummed elsewhere, under this
 		// run's snapshots; each result is kept as it arrives, so an
 		// interrupted run resumes from those already in. Only the
-		// differing ranges are searched here.
-		ranges := make([]Range, len(jobs))
+		// differing ranges are searched here. A Range reads a table ONLY,
+		// so those of a target tree are compared here, on the sessions.
+		var ranges []Range
+		var spread, local []int // indexes into jobs
 		for j, jb := range jobs {
+			if jb.run.tgt.tree {
+				local = append(local, j)
+				continue
+			}
 			t := jb.run.src
-			ranges[j] = Range{Table: jb.run.name, Schema: t.schema, Name: t.name, Key: jb.run.plan.Key,
-				KeyRange: jb.run.ranges[jb.i], Size: t.size / int64(len(jb.run.ranges))}
+			spread = append(spread, j)
+			ranges = append(ranges, Range{Table: jb.run.name, Schema: t.schema, Name: t.name, Key: jb.run.plan.Key,
+				KeyRange: jb.run.ranges[jb.i], Size: t.size / int64(len(jb.run.ranges))})
 		}
 		results := make([]rangeResult, len(jobs))
 		err = opts.Spread(ctx, ranges, Snapshots{Source: src.snapshot, Target: tgt.snapshot}, func(done []RangeDone) error {
 			kept := make([]keptResult, 0, len(done))
 			for _, d := range done {
+				j := spread[d.Index]
 				res := rangeResult{Source: tableSum(d.Source), Target: tableSum(d.Target), At: time.Now().UTC()}
-				results[d.Index] = res
-				kept = append(kept, keptResult{table: jobs[d.Index].run.name, i: jobs[d.Index].i, res: res})
+				results[j] = res
+				kept = append(kept, keptResult{table: jobs[j].run.name, i: jobs[j].i, res: res})
 			}
 			if err := st.putResults(kept); err != nil {
 				return fmt.Errorf("verify: store the results of %d ranges: %w", len(kept), err)
@@ -286,9 +294,19 @@ func compareData(ctx context.Context, src, tgt *side, opts Options, st *state, s
 		if err != nil {
 			return nil, nil, err
 		}
-		err = parallel(ctx, pairs, len(jobs), func(ctx context.Context, p sessionPair, j int) error {
-			return finish(ctx, p, j, results[j], false)
+		err = parallel(ctx, pairs, len(spread), func(ctx context.Context, p sessionPair, k int) error {
+			return finish(ctx, p, spread[k], results[spread[k]], false)
 		})
+		if err == nil {
+			err = parallel(ctx, pairs, len(local), func(ctx context.Context, p sessionPair, k int) error {
+				j := local[k]
+				res, err := p.sum(ctx, jobs[j].run, jobs[j].run.plan.Key, jobs[j].run.ranges[jobs[j].i])
+				if err != nil {
+					return err
+				}
+				return finish(ctx, p, j, res, true)
+			})
+		}
 	} else {
 		err = parallel(ctx, pairs, len(jobs), func(ctx context.Context, p sessionPair, j int) error {
 			r, i := jobs[j].run, jobs[j].i
@@ -438,7 +456,11 @@ func (s *side) session(ctx context.Context) (*session, error) {
 
 // sum counts and checksums the rows of t that match where.
 func (s *session) sum(ctx context.Context, t table, where string) (tableSum, error) {
-	ts, err := checksum.Range(ctx, s.tx, t.schema, t.name, where)
+	rangeOf := checksum.Range
+	if t.tree {
+		rangeOf = checksum.RangeTree
+	}
+	ts, err := rangeOf(ctx, s.tx, t.schema, t.name, where)
 	return tableSum(ts), err
 }
 

@@ -26,6 +26,12 @@
 // major version; across versions a definition may print differently and be
 // reported.
 //
+// A plain source table whose target counterpart is partitioned (a clone's
+// --after-schema made it so) is compared as a table: its target rows are
+// read with its partitions', and the partitions, with their columns,
+// indexes, constraints, triggers and comments, are not reported as extra
+// (partitioned.go).
+//
 // With Options.Filter, the source objects a filtered clone leaves out are
 // not expected on the target: the filter names tables, schemas, indexes and
 // extensions, and what depends on them is found on the source's pg_depend

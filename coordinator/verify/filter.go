@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgcaravan/pgcaravan/coordinator/filter"
-	"github.com/pgcaravan/pgcaravan/shared/ident"
 )
 
 // A filtered clone is compared with what the source would be without the
@@ -249,7 +248,7 @@ func compareNoData(ctx context.Context, tgt *side, tables map[string]bool) ([]Ch
 			continue // the "table" check reports it
 		}
 		var rows int64
-		if err := tgt.tx.QueryRow(ctx, "SELECT count(*) FROM ONLY "+ident.Qualified(t.schema, t.name)).Scan(&rows); err != nil {
+		if err := tgt.tx.QueryRow(ctx, "SELECT count(*) FROM "+t.from()).Scan(&rows); err != nil {
 			return nil, fmt.Errorf("verify: count target table %s: %w", n, err)
 		}
 		checks = append(checks, Check{Kind: "rows", Object: n, Source: "0 (table data excluded by the filter)",

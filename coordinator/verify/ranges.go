@@ -159,8 +159,8 @@ func (s *session) sampleKeys(ctx context.Context, t table, key string) ([]int64,
 		sample = " TABLESAMPLE SYSTEM (" + strconv.FormatFloat(percent, 'f', -1, 64) + ") REPEATABLE (0)"
 		scale = 100 / percent
 	}
-	rows, err := s.tx.Query(ctx, fmt.Sprintf("SELECT t.%s::int8 FROM ONLY %s t%s",
-		ident.Quote(key), ident.Qualified(t.schema, t.name), sample))
+	rows, err := s.tx.Query(ctx, fmt.Sprintf("SELECT t.%s::int8 FROM %s t%s",
+		ident.Quote(key), t.from(), sample))
 	if err != nil {
 		return nil, 0, fmt.Errorf("sample keys: %w", err)
 	}

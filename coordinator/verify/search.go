@@ -91,8 +91,8 @@ type rowHash struct {
 
 // rowHashes reads the key and hash of each row of a range, in key order.
 func (s *session) rowHashes(ctx context.Context, t table, key string, kr KeyRange) ([]rowHash, error) {
-	sql := fmt.Sprintf("SELECT t.%s::int8, md5(t.*::text) FROM ONLY %s t%s ORDER BY 1",
-		ident.Quote(key), ident.Qualified(t.schema, t.name), kr.where(key))
+	sql := fmt.Sprintf("SELECT t.%s::int8, md5(t.*::text) FROM %s t%s ORDER BY 1",
+		ident.Quote(key), t.from(), kr.where(key))
 	rows, err := s.tx.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol)
 	if err != nil {
 		return nil, err
@@ -110,8 +110,8 @@ func (s *session) quantiles(ctx context.Context, t table, key string, kr KeyRang
 	for i := 1; i < n; i++ {
 		fracs = append(fracs, strconv.FormatFloat(float64(i)/float64(n), 'f', -1, 64))
 	}
-	sql := fmt.Sprintf("SELECT percentile_disc(ARRAY[%s]::float8[]) WITHIN GROUP (ORDER BY t.%s)::int8[] FROM ONLY %s t%s",
-		strings.Join(fracs, ", "), ident.Quote(key), ident.Qualified(t.schema, t.name), kr.where(key))
+	sql := fmt.Sprintf("SELECT percentile_disc(ARRAY[%s]::float8[]) WITHIN GROUP (ORDER BY t.%s)::int8[] FROM %s t%s",
+		strings.Join(fracs, ", "), ident.Quote(key), t.from(), kr.where(key))
 	var cuts []int64
 	if err := s.tx.QueryRow(ctx, sql, pgx.QueryExecModeSimpleProtocol).Scan(&cuts); err != nil {
 		return nil, err

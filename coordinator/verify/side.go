@@ -50,6 +50,11 @@ type side struct {
 	tables       map[string]table             // by display name
 	facts        map[string]map[string]string // kind -> object -> value
 	largeObjects []largeObject                // by oid
+	// owners are, for the facts of columns, indexes, constraints,
+	// triggers and comments, the oid of the relation each belongs to
+	// (kind -> object -> oid), to leave out those of partitions
+	// (matchPartitioned).
+	owners map[string]map[string]uint32
 }
 
 // table is a relation of kind r, p, m or f.
@@ -66,6 +71,19 @@ type table struct {
 	partKey      string
 	replIdent    string
 	size         int64
+	// tree is a target partitioned table standing for a plain source
+	// table (a clone whose --after-schema made it partitioned): it is
+	// described as a table and its rows are read with its partitions'.
+	tree bool
+}
+
+// from is what a query reads the table's own rows from: ONLY the table, or
+// the table with its partitions for a tree.
+func (t table) from() string {
+	if t.tree {
+		return ident.Qualified(t.schema, t.name)
+	}
+	return "ONLY " + ident.Qualified(t.schema, t.name)
 }
 
 // hasRows reports whether the table stores rows itself (partitioned and
@@ -79,7 +97,11 @@ func (t table) describe() string {
 	if t.persistence == "u" {
 		b.WriteString("unlogged ")
 	}
-	switch t.kind {
+	kind, partKey := t.kind, t.partKey
+	if t.tree {
+		kind, partKey = "r", ""
+	}
+	switch kind {
 	case "r":
 		b.WriteString("table")
 	case "p":
@@ -89,10 +111,10 @@ func (t table) describe() string {
 	case "f":
 		b.WriteString("foreign table")
 	default:
-		b.WriteString("relkind " + t.kind)
+		b.WriteString("relkind " + kind)
 	}
-	if t.partKey != "" {
-		b.WriteString(" PARTITION BY " + t.partKey)
+	if partKey != "" {
+		b.WriteString(" PARTITION BY " + partKey)
 	}
 	if t.partBound != "" {
 		fmt.Fprintf(&b, ", partition of %s %s", strings.Join(t.parents, ", "), t.partBound)

@@ -207,6 +207,7 @@ func Compare(ctx context.Context, sourceURI, targetURI string, opts Options) (*R
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	matchPartitioned(src, tgt)
 	if opts.NoComments {
 		delete(src.facts, "comment")
 		delete(tgt.facts, "comment")

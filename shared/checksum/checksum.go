@@ -39,10 +39,11 @@ var SessionParams = map[string]string{
 // does not depend on row order, numeric does not overflow, and the sums of
 // a table's ranges add up to the table's. t.* is the whole row even when
 // the table has a column named t. ONLY keeps an inheritance parent from
-// counting its children's rows, which are compared as tables of their own.
-// %s is the table, then the range's condition.
+// counting its children's rows, which are compared as tables of their own
+// (RangeTree reads a partitioned table that stands for a plain one whole).
+// %s is the table, with ONLY, then the range's condition.
 const sumQuery = `SELECT count(*), coalesce(sum(('x' || substr(md5(t.*::text), 1, 16))::bit(64)::bigint::numeric), 0)::text
-FROM ONLY %s t%s`
+FROM %s t%s`
 
 // Sum is a table's or a range's row count and checksum on one side.
 type Sum struct {
@@ -90,8 +91,19 @@ func Begin(ctx context.Context, conn *pgx.Conn, snapshot string) (pgx.Tx, error)
 // Where) in tx. Range bounds are literals, so the simple protocol plans each
 // range for its bounds and no statement is cached per range.
 func Range(ctx context.Context, tx pgx.Tx, schema, table, where string) (Sum, error) {
+	return sum(ctx, tx, "ONLY "+ident.Qualified(schema, table), where)
+}
+
+// RangeTree is Range over schema.table and every partition below it: for
+// a partitioned table that holds the rows of a plain table of the other
+// side (a clone whose --after-schema made it partitioned).
+func RangeTree(ctx context.Context, tx pgx.Tx, schema, table, where string) (Sum, error) {
+	return sum(ctx, tx, ident.Qualified(schema, table), where)
+}
+
+func sum(ctx context.Context, tx pgx.Tx, from, where string) (Sum, error) {
 	var s Sum
-	err := tx.QueryRow(ctx, fmt.Sprintf(sumQuery, ident.Qualified(schema, table), where), pgx.QueryExecModeSimpleProtocol).
+	err := tx.QueryRow(ctx, fmt.Sprintf(sumQuery, from, where), pgx.QueryExecModeSimpleProtocol).
 		Scan(&s.Rows, &s.Sum)
 	return s, err
 }
