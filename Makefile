@@ -52,8 +52,8 @@ demo: build
 
 # bench copies generated datasets (pgbench -s 100, 2M mixed-type rows, 1M rows without
 # a key) with a single-stream COPY reference, pg_dump|psql, pgcopydb and pgcaravan,
-# verifies every copy, then replays a backlog of pgbench transactions with pgcaravan's cdcnode
-# and with native logical replication, and prints the tables (also JSON in bench/results).
+# verifies every copy, copies a set of large objects, then replays a backlog of pgbench transactions with pgcaravan's cdcnode,
+# native logical replication and pgcopydb follow, and prints the tables (also JSON in bench/results).
 # See BENCHMARKS.md.
 # BENCH_FLAGS passes more flags, e.g. BENCH_FLAGS="-runs 3 -methods pgcopydb,pgcaravan".
 bench: build

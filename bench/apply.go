@@ -23,21 +23,28 @@ import (
 // The apply benchmark measures how fast each method replays changes made on the source:
 //
 //  1. The target gets a copy of the source (pgcaravan: its own --follow copy; native
-//     logical replication: pg_dump | psql), and replication is set up with nobody
-//     consuming the slot yet.
+//     logical replication and pgcopydb: pg_dump | psql, pgcopydb's under the snapshot its
+//     slot starts at), and replication is set up with nobody consuming the slot yet.
 //  2. pgbench's tpcb-like script runs a fixed number of transactions on the source (3
 //     UPDATEs and 1 INSERT each), then one marker transaction: the backlog waits in the
 //     slot.
-//  3. The consumer starts (the cdcnode; ALTER SUBSCRIPTION … ENABLE) and the clock runs
-//     until the target's replication origin is past the marker: catch-up time, and
-//     changes per second. It covers reading the slot, spooling (pgcaravan) and applying.
+//  3. The consumer starts (the cdcnode; ALTER SUBSCRIPTION … ENABLE; pgcopydb follow) and
+//     the clock runs until the target's replication origin is past the marker: catch-up
+//     time, and changes per second. It covers reading the slot, spooling (pgcaravan,
+//     pgcopydb) and applying.
 //  4. With the consumer caught up, pgbench writes at a fixed rate for a while and the lag
 //     (source WAL position minus the origin's) is sampled.
-//  5. The migration is ended (pgcaravan cutover and cleanup; DROP SUBSCRIPTION) and the
-//     target is verified equal to the source.
+//  5. The migration is ended (pgcaravan cutover and cleanup; DROP SUBSCRIPTION; pgcopydb's
+//     endpos and stream cleanup) and the target is verified equal to the source.
 //
-// Both methods record progress in a replication origin on the target, so one query
-// measures both: the origin's remote_lsn is the end of the last source transaction applied.
+// Every method records progress in a replication origin on the target, so one query
+// measures all: the origin's remote_lsn is the end of the last source transaction applied.
+//
+// pgcopydb's follow applies a few thousand changes per second at best here, so its
+// backlog is smaller in the full preset (applySizes.PgcopydbTxns): the same backlog would
+// add minutes to the run, and it must fit in one WAL segment (see apply_pgcopydb.go).
+// changes/s is a rate either way; its catch-up includes pgcopydb's fixed delays
+// (start s), which a smaller backlog weighs more.
 
 // Apply method keys.
 const (
@@ -46,6 +53,10 @@ const (
 	applyPgcopydb  = "pgcopydb"
 )
 
+// maxPgcopydbTxns keeps pgcopydb's backlog (about 550 bytes of WAL a transaction) in one
+// 16 MB WAL segment: see apply_pgcopydb.go.
+const maxPgcopydbTxns = 25_000
+
 // changesPerTxn is what one pgbench tpcb-like transaction changes: UPDATE
 // pgbench_accounts, pgbench_tellers and pgbench_branches, INSERT pgbench_history.
 const changesPerTxn = 4
@@ -53,8 +64,9 @@ const changesPerTxn = 4
 // applySizes are the apply benchmark's sizes.
 type applySizes struct {
 	Scale int `json:"pgbench_scale"`
-	// Txns is the backlog, in pgbench transactions.
-	Txns int `json:"backlog_transactions"`
+	// Txns is the backlog, in pgbench transactions; PgcopydbTxns is pgcopydb's (see above).
+	Txns         int `json:"backlog_transactions"`
+	PgcopydbTxns int `json:"pgcopydb_backlog_transactions"`
 	// Rate and Seconds are the fixed write rate (transactions per second) and how long it
 	// runs for the lag measurement.
 	Rate    int `json:"lag_rate_tps"`
@@ -62,8 +74,8 @@ type applySizes struct {
 }
 
 var (
-	fullApply  = applySizes{Scale: 10, Txns: 50_000, Rate: 200, Seconds: 20}
-	quickApply = applySizes{Scale: 2, Txns: 5_000, Rate: 100, Seconds: 6}
+	fullApply  = applySizes{Scale: 10, Txns: 50_000, PgcopydbTxns: 20_000, Rate: 200, Seconds: 20}
+	quickApply = applySizes{Scale: 2, Txns: 5_000, PgcopydbTxns: 5_000, Rate: 100, Seconds: 6}
 )
 
 // ApplyResult is one method's apply measurement.
@@ -76,8 +88,10 @@ type ApplyResult struct {
 	// the marker).
 	Changes      int64 `json:"changes"`
 	BacklogBytes int64 `json:"backlog_bytes"`
-	// CatchupSeconds runs from the consumer's start to the origin passing the marker.
+	// CatchupSeconds runs from the consumer's start to the origin passing the marker;
+	// StartSeconds from the consumer's start to the first backlog transaction applied.
 	CatchupSeconds   float64 `json:"catchup_seconds"`
+	StartSeconds     float64 `json:"start_seconds"`
 	ChangesPerSecond float64 `json:"changes_per_second"`
 	// LagP50Bytes and LagMaxBytes are the lag samples under the fixed write rate.
 	LagP50Bytes int64 `json:"lag_p50_bytes"`
@@ -86,8 +100,9 @@ type ApplyResult struct {
 	// SpooledSeconds (pgcaravan only) runs from the cdcnode's start to its
 	// spool holding the whole backlog durably: what streaming alone takes.
 	SpooledSeconds float64 `json:"spooled_seconds,omitempty"`
-	// ConsumerCPUSeconds is the cdcnode process's own CPU over its whole run
-	// (catch-up, lag phase and cutover); pgcaravan only.
+	// ConsumerCPUSeconds is the consumer's CPU over its whole run (catch-up, lag phase
+	// and cutover): the cdcnode process's own; pgcopydb follow's with the sub-processes
+	// it waited for. Native logical replication's apply worker is in the server.
 	ConsumerCPUSeconds float64 `json:"consumer_cpu_seconds,omitempty"`
 	Verified           bool    `json:"verified"`
 	Log                string  `json:"log_dir,omitempty"`
@@ -104,6 +119,18 @@ type applyRun struct {
 	sizes    applySizes
 	// addr is pgcaravan's coordinator, whose status tells the spool's flushed LSN.
 	addr string
+	// backlogStart is the source's WAL position before the backlog, which the origin
+	// passes with the first backlog transaction applied. backlogFloor (pgcopydb) is where
+	// the backlog's segment starts: the switched segment's unused tail before it is not
+	// backlog.
+	backlogStart string
+	backlogFloor string
+	// nextSegment (pgcopydb) is called after each marker: see pgcopydbNextSegment.
+	nextSegment func() error
+	// holeEnd and holeBytes are the last WAL switch's: the new segment's start and the
+	// unused tail before it, which the lag does not count while the origin is behind it.
+	holeEnd   string
+	holeBytes int64
 }
 
 // applyBench runs the apply benchmark of every method on a fresh pgbench database.
@@ -128,15 +155,19 @@ func applyBench(ctx context.Context, t tools, src, tgt *pgtest.Cluster, sz apply
 	}{
 		{applyPgcaravan, "pgcaravan cdcnode", (*applyRun).pgcaravan},
 		{applyNative, "native (CREATE SUBSCRIPTION)", (*applyRun).native},
-		{applyPgcopydb, "pgcopydb follow", nil},
+		{applyPgcopydb, "pgcopydb follow", (*applyRun).pgcopydb},
 	} {
 		res := ApplyResult{Method: m.key, Label: m.label}
-		if m.run == nil {
-			res.Skipped = "not driven by this benchmark yet: pgcopydb 0.10's follow needs its own clone --follow setup"
+		if m.key == applyPgcopydb && t.pgcopydbFollowMissing() != "" {
+			res.Skipped = t.pgcopydbFollowMissing()
 			out = append(out, res)
 			continue
 		}
-		step("apply: %s, backlog of %d pgbench transactions", m.label, sz.Txns)
+		txns := sz.Txns
+		if m.key == applyPgcopydb {
+			txns = sz.PgcopydbTxns
+		}
+		step("apply: %s, backlog of %d pgbench transactions", m.label, txns)
 		r := &applyRun{ctx: ctx, tools: t, src: src, tgt: tgt, srcDB: srcDB, tgtDB: "apply_" + m.key,
 			dir: filepath.Join(work, "apply", m.key), sizes: sz}
 		res.Log = r.dir
@@ -155,8 +186,8 @@ func applyBench(ctx context.Context, t tools, src, tgt *pgtest.Cluster, sz apply
 			progress("FAILED: %v", err)
 		} else {
 			res.Verified = r.verify() == nil
-			progress("%d changes in %.1f s: %.0f changes/s; lag under %d tps: p50 %s, max %s; spooled in %.1f s; consumer CPU %.1f s; verified %v",
-				res.Changes, res.CatchupSeconds, res.ChangesPerSecond, sz.Rate, kb(res.LagP50Bytes), kb(res.LagMaxBytes), res.SpooledSeconds, res.ConsumerCPUSeconds, res.Verified)
+			progress("%d changes in %.1f s (first applied after %.1f s): %.0f changes/s; lag under %d tps: p50 %s, max %s; spooled in %.1f s; consumer CPU %.1f s; verified %v",
+				res.Changes, res.CatchupSeconds, res.StartSeconds, res.ChangesPerSecond, sz.Rate, kb(res.LagP50Bytes), kb(res.LagMaxBytes), res.SpooledSeconds, res.ConsumerCPUSeconds, res.Verified)
 		}
 		if err := tgt.Exec(context.WithoutCancel(ctx), "postgres", "DROP DATABASE "+pgx.Identifier{r.tgtDB}.Sanitize()+" WITH (FORCE)"); err != nil {
 			progress("drop %s: %v", r.tgtDB, err)
@@ -189,7 +220,7 @@ func (r *applyRun) pgcaravan(res *ApplyResult) error {
 	if err := r.waitPhase(ctx, addr, "PHASE_FOLLOW", fleetDone); err != nil {
 		return err
 	}
-	if err := r.backlog(res); err != nil {
+	if err := r.backlog(res, r.sizes.Txns); err != nil {
 		return err
 	}
 	cdc := newGroup(ctx, nil)
@@ -246,7 +277,7 @@ func (r *applyRun) native(res *ApplyResult) error {
 		return err
 	}
 	defer func() { _ = r.tgt.Exec(context.WithoutCancel(r.ctx), r.tgtDB, "DROP SUBSCRIPTION IF EXISTS bench_sub") }()
-	if err := r.backlog(res); err != nil {
+	if err := r.backlog(res, r.sizes.Txns); err != nil {
 		return err
 	}
 	started := time.Now()
@@ -264,21 +295,27 @@ func (r *applyRun) native(res *ApplyResult) error {
 	return r.catchUp(&end, time.Now(), nil)
 }
 
-// backlog writes the pgbench transactions and the marker, and records the backlog.
-func (r *applyRun) backlog(res *ApplyResult) error {
-	perClient := r.sizes.Txns / 4
-	txns, err := r.pgbench("backlog", "-c", "4", "-j", "2", "-t", strconv.Itoa(perClient))
-	if err != nil {
-		return err
-	}
-	res.Changes = txns * changesPerTxn
+// backlog writes txns pgbench transactions and records the backlog.
+func (r *applyRun) backlog(res *ApplyResult, txns int) error {
 	conn, err := pgx.Connect(r.ctx, r.src.URI(r.srcDB))
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.Background())
-	return conn.QueryRow(r.ctx, `SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)), 0)::bigint
-		FROM pg_replication_slots WHERE database = current_database() AND NOT temporary`).Scan(&res.BacklogBytes)
+	if err := conn.QueryRow(r.ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&r.backlogStart); err != nil {
+		return err
+	}
+	done, err := r.pgbench("backlog", "-c", "4", "-j", "2", "-t", strconv.Itoa(txns/4))
+	if err != nil {
+		return err
+	}
+	res.Changes = done * changesPerTxn
+	floor := r.backlogFloor
+	if floor == "" {
+		floor = "0/0"
+	}
+	return conn.QueryRow(r.ctx, `SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), greatest(confirmed_flush_lsn, $1::pg_lsn))), 0)::bigint
+		FROM pg_replication_slots WHERE database = current_database() AND NOT temporary`, floor).Scan(&res.BacklogBytes)
 }
 
 // marker commits one more transaction and returns an LSN its commit record ends past: once
@@ -307,6 +344,11 @@ func (r *applyRun) catchUp(res *ApplyResult, started time.Time, consumerDone <-c
 	if err != nil {
 		return err
 	}
+	if r.nextSegment != nil {
+		if err := r.nextSegment(); err != nil {
+			return err
+		}
+	}
 	conn, err := pgx.Connect(r.ctx, r.tgt.URI("postgres"))
 	if err != nil {
 		return err
@@ -327,11 +369,19 @@ func (r *applyRun) catchUp(res *ApplyResult, started time.Time, consumerDone <-c
 		case <-time.After(2 * time.Second):
 		}
 	}()
+	from := r.backlogStart
+	if from == "" {
+		from = mark
+	}
 	for {
-		var past bool
-		err := conn.QueryRow(r.ctx, `SELECT coalesce(max(remote_lsn) >= $1::pg_lsn, false) FROM pg_replication_origin_status`, mark).Scan(&past)
+		var past, begun bool
+		err := conn.QueryRow(r.ctx, `SELECT coalesce(max(remote_lsn) >= $1::pg_lsn, false), coalesce(max(remote_lsn) > $2::pg_lsn, false)
+			FROM pg_replication_origin_status`, mark, from).Scan(&past, &begun)
 		if err != nil {
 			return err
+		}
+		if begun && res.StartSeconds == 0 {
+			res.StartSeconds = time.Since(started).Seconds()
 		}
 		if past {
 			res.CatchupSeconds = time.Since(started).Seconds()
@@ -395,7 +445,7 @@ func parseLSN(s string) (uint64, error) {
 }
 
 // lag writes at a fixed rate and samples the source's WAL position against the target's
-// origin every 250 ms.
+// origin every 250 ms, less the unused tail of a segment switched by pgcopydbNextSegment.
 func (r *applyRun) lag(res *ApplyResult) error {
 	srcConn, err := pgx.Connect(r.ctx, r.src.URI(r.srcDB))
 	if err != nil {
@@ -412,6 +462,10 @@ func (r *applyRun) lag(res *ApplyResult) error {
 		_, err := r.pgbench("rate", "-c", "2", "-j", "2", "-R", strconv.Itoa(r.sizes.Rate), "-T", strconv.Itoa(r.sizes.Seconds))
 		done <- err
 	}()
+	holeEnd := r.holeEnd
+	if holeEnd == "" {
+		holeEnd = "0/0"
+	}
 	var samples []int64
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -433,7 +487,9 @@ func (r *applyRun) lag(res *ApplyResult) error {
 			return err
 		}
 		var lag int64
-		if err := tgtConn.QueryRow(r.ctx, `SELECT coalesce(greatest(pg_wal_lsn_diff($1::pg_lsn, max(remote_lsn)), 0), 0)::bigint FROM pg_replication_origin_status`, src).Scan(&lag); err != nil {
+		if err := tgtConn.QueryRow(r.ctx, `SELECT coalesce(greatest(pg_wal_lsn_diff($1::pg_lsn, max(remote_lsn))
+				- CASE WHEN max(remote_lsn) < $2::pg_lsn THEN $3 ELSE 0 END, 0), 0)::bigint
+			FROM pg_replication_origin_status`, src, holeEnd, r.holeBytes).Scan(&lag); err != nil {
 			return err
 		}
 		samples = append(samples, lag)
@@ -515,8 +571,10 @@ func printApply(w *strings.Builder, sz applySizes, rs []ApplyResult) {
 	if len(rs) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\nApply (a backlog of %d pgbench tpcb-like transactions, %d changes each, waiting in the slot;\ncatch-up = consumer start to the target's origin past the backlog; lag sampled every 250 ms under %d tps for %d s):\n\n",
-		sz.Txns, changesPerTxn, sz.Rate, sz.Seconds)
+	fmt.Fprintf(w, "\nApply (a backlog of %d pgbench tpcb-like transactions, %d changes each, waiting in the slot; pgcopydb's: %d;\n"+
+		"catch-up = consumer start to the target's origin past the backlog; start = consumer start to the first backlog\n"+
+		"transaction applied; lag sampled every 250 ms under %d tps for %d s):\n\n",
+		sz.Txns, changesPerTxn, sz.PgcopydbTxns, sz.Rate, sz.Seconds)
 	var native float64
 	for _, r := range rs {
 		if r.Method == applyNative && r.Error == "" && r.Skipped == "" {
@@ -524,13 +582,13 @@ func printApply(w *strings.Builder, sz applySizes, rs []ApplyResult) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "method\tchanges\tbacklog MB\tcatch-up s\tchanges/s\t× native\tlag p50\tlag max\tverified\t")
+	fmt.Fprintln(tw, "method\tchanges\tbacklog MB\tstart s\tcatch-up s\tchanges/s\t× native\tlag p50\tlag max\tverified\t")
 	for _, r := range rs {
 		switch {
 		case r.Skipped != "":
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\tskipped\t\n", r.Label)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\tskipped\t\n", r.Label)
 		case r.Error != "":
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\tFAILED\t\n", r.Label)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\tFAILED\t\n", r.Label)
 		default:
 			ratio := "-"
 			if native > 0 {
@@ -540,11 +598,20 @@ func printApply(w *strings.Builder, sz applySizes, rs []ApplyResult) {
 			if !r.Verified {
 				v = "DIFFERS"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.0f\t%s\t%s\t%s\t%s\t\n", r.Label, r.Changes, float64(r.BacklogBytes)/1e6,
-				r.CatchupSeconds, r.ChangesPerSecond, ratio, kb(r.LagP50Bytes), kb(r.LagMaxBytes), v)
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.0f\t%s\t%s\t%s\t%s\t\n", r.Label, r.Changes, float64(r.BacklogBytes)/1e6,
+				r.StartSeconds, r.CatchupSeconds, r.ChangesPerSecond, ratio, kb(r.LagP50Bytes), kb(r.LagMaxBytes), v)
 		}
 	}
 	tw.Flush()
+	rate := map[string]float64{}
+	for _, r := range rs {
+		if r.Error == "" && r.Skipped == "" && r.Verified {
+			rate[r.Method] = r.ChangesPerSecond
+		}
+	}
+	if rate[applyPgcaravan] > 0 && rate[applyPgcopydb] > 0 {
+		fmt.Fprintf(w, "\npgcaravan cdcnode applies %.1f× pgcopydb follow's changes/s (goal: at least 10×)\n", rate[applyPgcaravan]/rate[applyPgcopydb])
+	}
 	for _, r := range rs {
 		switch {
 		case r.Skipped != "":

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,7 +30,7 @@ func bench(ctx context.Context, cfg config) (ok bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if wantsMethod(cfg, methodPgcopydb) {
+	if wantsMethod(cfg, methodPgcopydb) || cfg.apply {
 		t.ensurePgcopydb(ctx, cfg.installPgcopy, progress)
 		if t.pgcopydbMissing != "" {
 			res.Notes = append(res.Notes, t.pgcopydbMissing)
@@ -84,6 +85,14 @@ func bench(ctx context.Context, cfg config) (ok bool, err error) {
 		return false, fmt.Errorf("source cluster: %w", err)
 	}
 
+	// pgcopydb's follow decodes with wal2json, a plugin of the source server.
+	if cfg.apply && t.pgcopydbMissing == "" {
+		t.ensureWal2json(ctx, src.URI("postgres"), cfg.installPgcopy, progress)
+		if t.wal2jsonMissing != "" {
+			progress("%s; skipping pgcopydb follow", t.wal2jsonMissing)
+		}
+	}
+
 	// 4. The datasets, on the source.
 	for _, name := range cfg.datasets {
 		step("generating dataset %s", name)
@@ -99,6 +108,9 @@ func bench(ctx context.Context, cfg config) (ok bool, err error) {
 	ok = true
 	for _, d := range res.Datasets {
 		for _, m := range cfg.methods {
+			if !runsOn(d.Name, m.key) {
+				continue
+			}
 			if m.key == methodPgcopydb && t.pgcopydbMissing != "" {
 				res.Runs = append(res.Runs, Summary{Dataset: d.Name, Method: m.key, Label: methodLabel(m.key, cfg.jobs), Skipped: t.pgcopydbMissing})
 				continue
@@ -122,6 +134,9 @@ func bench(ctx context.Context, cfg config) (ok bool, err error) {
 			}
 			s := summarize(d.Name, m.key, runs, d.DataBytes, res.Machine.Cores)
 			s.Label = methodLabel(m.key, cfg.jobs)
+			if s.OK() && d.LargeObjects > 0 && s.WallSeconds > 0 {
+				s.LargeObjectsPerSecond = float64(d.LargeObjects) / s.WallSeconds
+			}
 			if !s.OK() {
 				keep = true // for pgcopydb's too, though it does not fail the benchmark
 				if m.key != methodPgcopydb {
@@ -156,7 +171,9 @@ func bench(ctx context.Context, cfg config) (ok bool, err error) {
 		fmt.Fprintf(&table, "  dataset %s: %s; tables %s, indexes %s\n", d.Name, d.Description, mb(d.DataBytes), mb(d.IndexBytes))
 	}
 	for _, m := range cfg.methods {
-		fmt.Fprintf(&table, "  %s: %s\n", methodLabel(m.key, cfg.jobs), legend(m, cfg.jobs))
+		if slices.ContainsFunc(cfg.datasets, func(d string) bool { return runsOn(d, m.key) }) {
+			fmt.Fprintf(&table, "  %s: %s\n", methodLabel(m.key, cfg.jobs), legend(m, cfg.jobs))
+		}
 	}
 	fmt.Fprintf(&table, "  load average: %.2f at start, %.2f at end\n\n", res.Machine.LoadAtStart, res.Machine.LoadAtEnd)
 	if len(res.Runs) > 0 {

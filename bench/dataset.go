@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -17,16 +18,39 @@ const (
 	datasetPgbench = "pgbench"
 	datasetMixed   = "mixed"
 	datasetNoPK    = "nopk"
+	datasetLobs    = "lobs"
 )
 
-var allDatasets = []string{datasetPgbench, datasetMixed, datasetNoPK}
+var allDatasets = []string{datasetPgbench, datasetMixed, datasetNoPK, datasetLobs}
+
+// datasetMethods are the only methods that run on a dataset, where not all do: the
+// physical reference copies tables only, and the lobs dataset measures what copies large
+// objects one by one (pgcaravan's embedded clone is enough of pgcaravan for that).
+var datasetMethods = map[string][]string{
+	datasetLobs: {methodDump, methodPgcopydb, methodPgcaravan},
+}
+
+// runsOn says whether method m runs on dataset d.
+func runsOn(d, m string) bool {
+	only, ok := datasetMethods[d]
+	return !ok || slices.Contains(only, m)
+}
 
 // sizes are the dataset sizes of a preset.
 type sizes struct {
 	PgbenchScale int
 	MixedRows    int
 	NoPKRows     int
+	// SmallLobs is the lobs dataset's count of small large objects; it also has
+	// bigLobs objects of bigLobMB each.
+	SmallLobs int
 }
+
+// The lobs dataset's MB-sized large objects, the same in every preset.
+const (
+	bigLobs  = 4
+	bigLobMB = 4
+)
 
 // mixedSQL makes the mixed-types table: a bigint key, a text of 180 to 220 bytes, a jsonb
 // document, a timestamptz, a numeric and a 100-byte bytea, with two secondary indexes (one
@@ -73,6 +97,25 @@ SELECT (g %% 5000)::int,
 FROM generate_series(1, %d) AS g;
 `
 
+// lobsSQL makes a table of documents whose bodies are large objects: small ones of 32
+// to 2,048 bytes of text, then a few MB-sized ones of incompressible bytes (chained
+// sha256 digests). Every object is a function of its number; all are made on the server.
+const lobsSQL = `
+CREATE TABLE public.documents (
+    id   bigint PRIMARY KEY,
+    name text NOT NULL,
+    body oid NOT NULL
+);
+INSERT INTO public.documents
+SELECT g, 'doc-' || g, lo_from_bytea(0, convert_to(repeat(md5(g::text), 1 + (g %% 64)::int), 'UTF8'))
+FROM generate_series(1, %[1]d) AS g;
+INSERT INTO public.documents
+SELECT %[1]d + b, 'big-' || b,
+       lo_from_bytea(0, (SELECT string_agg(sha256(int8send(b::bigint * 1000000000 + i)), ''::bytea ORDER BY i)
+                         FROM generate_series(1, %[3]d * 1048576 / 32) AS i))
+FROM generate_series(1, %[2]d) AS b;
+`
+
 // generate creates dataset name on the source cluster and fills it, then VACUUM ANALYZE
 // (hint bits set and statistics present, as in a live database) and CHECKPOINT, so that
 // no copy pays for the load.
@@ -104,6 +147,11 @@ func generate(ctx context.Context, src *pgtest.Cluster, t tools, name string, sz
 	case datasetNoPK:
 		d.Description = fmt.Sprintf("%d rows in a table without primary key or index", sz.NoPKRows)
 		if err := src.Exec(ctx, name, fmt.Sprintf(noPKSQL, sz.NoPKRows)); err != nil {
+			return d, fmt.Errorf("generate %s: %w", name, err)
+		}
+	case datasetLobs:
+		d.Description = fmt.Sprintf("%d large objects of 32 B to 2 KB and %d of %d MB, referenced from a table", sz.SmallLobs, bigLobs, bigLobMB)
+		if err := src.Exec(ctx, name, fmt.Sprintf(lobsSQL, sz.SmallLobs, bigLobs, bigLobMB)); err != nil {
 			return d, fmt.Errorf("generate %s: %w", name, err)
 		}
 	default:
@@ -156,6 +204,11 @@ func measure(ctx context.Context, uri string, d *Dataset) error {
 	}
 	if err := conn.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&d.DatabaseBytes); err != nil {
 		return fmt.Errorf("measure %s: %w", d.Name, err)
+	}
+	err = conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_largeobject_metadata),
+		(SELECT coalesce(sum(octet_length(data)), 0) FROM pg_largeobject)::bigint`).Scan(&d.LargeObjects, &d.LargeObjectBytes)
+	if err != nil {
+		return fmt.Errorf("measure %s: large objects: %w", d.Name, err)
 	}
 	return nil
 }

@@ -39,21 +39,27 @@ const (
 	exitUsage = 2
 )
 
-// The presets' dataset sizes.
+// The presets' dataset sizes. The lobs dataset stops at 30,000 small large objects:
+// pg_dump | psql makes several round trips per object and took 141 s for 100,000 on the
+// 2-core development machine, longer than any other copy of `make bench`.
 var (
-	fullSizes  = sizes{PgbenchScale: 100, MixedRows: 2_000_000, NoPKRows: 1_000_000}
-	quickSizes = sizes{PgbenchScale: 5, MixedRows: 200_000, NoPKRows: 100_000}
+	fullSizes  = sizes{PgbenchScale: 100, MixedRows: 2_000_000, NoPKRows: 1_000_000, SmallLobs: 30_000}
+	quickSizes = sizes{PgbenchScale: 5, MixedRows: 200_000, NoPKRows: 100_000, SmallLobs: 10_000}
 )
 
 // clusterSettings are given to both clusters on top of pgtest's defaults, which keep
 // fsync and synchronous_commit on when Durable is set. WAL and checkpoints are sized for
 // bulk loads, as one would for a migration; maintenance_work_mem is what pgcopydb sets
 // on its own sessions, so every method builds indexes with the same memory.
+// max_locks_per_transaction is for pgcopydb 0.10, whose pre-data pg_restore runs in one
+// transaction that locks every large object it creates: with the default 64 it fails
+// ("out of shared memory") past about 10,000 large objects.
 var clusterSettings = map[string]string{
-	"shared_buffers":       "1GB",
-	"max_wal_size":         "8GB",
-	"checkpoint_timeout":   "30min",
-	"maintenance_work_mem": "1GB",
+	"shared_buffers":            "1GB",
+	"max_wal_size":              "8GB",
+	"checkpoint_timeout":        "30min",
+	"maintenance_work_mem":      "1GB",
+	"max_locks_per_transaction": "1024",
 }
 
 // config is what the flags decide.
@@ -105,12 +111,13 @@ func run(args []string) int {
 
 func parseFlags(args []string) (config, error) {
 	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
-	quick := fl.Bool("quick", false, fmt.Sprintf("small datasets for development (pgbench -s %d, %d mixed rows, %d rows without key): about a minute",
-		quickSizes.PgbenchScale, quickSizes.MixedRows, quickSizes.NoPKRows))
+	quick := fl.Bool("quick", false, fmt.Sprintf("small datasets for development (pgbench -s %d, %d mixed rows, %d rows without key, %d small large objects): a few minutes",
+		quickSizes.PgbenchScale, quickSizes.MixedRows, quickSizes.NoPKRows, quickSizes.SmallLobs))
 	bin := fl.String("bin", "./bin/pgcaravan", "the pgcaravan binary (build it with make build)")
 	scale := fl.Int("scale", fullSizes.PgbenchScale, "pgbench scale factor")
 	mixedRows := fl.Int("mixed-rows", fullSizes.MixedRows, "rows of the mixed-types table")
 	noPKRows := fl.Int("nopk-rows", fullSizes.NoPKRows, "rows of the table without primary key")
+	smallLobs := fl.Int("lobs", fullSizes.SmallLobs, fmt.Sprintf("small large objects of the lobs dataset (it also has %d of %d MB)", bigLobs, bigLobMB))
 	datasets := fl.String("datasets", strings.Join(allDatasets, ","), "datasets to run, comma-separated")
 	var keys []string
 	for _, m := range allMethods {
@@ -122,12 +129,13 @@ func parseFlags(args []string) (config, error) {
 	workerJobs := fl.Int("worker-jobs", 2, "pull loops (--jobs) of each worker process")
 	runs := fl.Int("runs", 1, "copies per dataset and method; the median is reported")
 	jsonPath := fl.String("json", "", "write the results here (default bench/results/PRESET-TIME.json, with the text table next to it as .txt)")
-	install := fl.Bool("install-pgcopydb", true, "install pgcopydb with apt-get when it is missing (as root, or with sudo -n)")
+	install := fl.Bool("install-pgcopydb", true, "install pgcopydb (and, for the apply benchmark, the source server's wal2json) with apt-get when missing (as root, or with sudo -n)")
 	keepLogs := fl.Bool("keep-logs", false, "keep the work directory with every tool's log (kept anyway when something failed)")
 	timeout := fl.Duration("timeout", 2*time.Hour, "limit of one copy")
 	copies := fl.Bool("copies", true, "run the copy benchmark (false: only the apply benchmark)")
-	apply := fl.Bool("apply", true, "also run the apply benchmark: a backlog of pgbench transactions replayed by pgcaravan's cdcnode and by native logical replication, and the lag under a fixed write rate")
+	apply := fl.Bool("apply", true, "also run the apply benchmark: a backlog of pgbench transactions replayed by pgcaravan's cdcnode, native logical replication and pgcopydb follow, and the lag under a fixed write rate")
 	applyTxns := fl.Int("apply-txns", fullApply.Txns, "pgbench transactions in the apply benchmark's backlog")
+	pgcopydbTxns := fl.Int("apply-pgcopydb-txns", fullApply.PgcopydbTxns, fmt.Sprintf("pgbench transactions in pgcopydb follow's backlog (at most %d: it must fit in one WAL segment)", maxPgcopydbTxns))
 	settings := settingFlags{}
 	fl.Var(&settings, "setting", "NAME=VALUE for both clusters' postgresql.conf, over the benchmark's (repeatable)")
 	if err := fl.Parse(args); err != nil {
@@ -140,7 +148,7 @@ func parseFlags(args []string) (config, error) {
 	fl.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	cfg := config{
-		preset: "bench", sizes: sizes{*scale, *mixedRows, *noPKRows},
+		preset: "bench", sizes: sizes{*scale, *mixedRows, *noPKRows, *smallLobs},
 		jobs:          JobCounts{TableJobs: *jobs, IndexJobs: *jobs, Workers: *workers, WorkerJobs: *workerJobs},
 		runs:          *runs,
 		jsonPath:      *jsonPath,
@@ -150,9 +158,6 @@ func parseFlags(args []string) (config, error) {
 		apply:          *apply, applySizes: fullApply,
 	}
 	maps.Copy(cfg.settings, settings)
-	if set["apply-txns"] {
-		cfg.applySizes.Txns = *applyTxns
-	}
 	if *quick {
 		cfg.preset = "bench-quick"
 		if !set["scale"] {
@@ -164,15 +169,26 @@ func parseFlags(args []string) (config, error) {
 		if !set["nopk-rows"] {
 			cfg.sizes.NoPKRows = quickSizes.NoPKRows
 		}
+		if !set["lobs"] {
+			cfg.sizes.SmallLobs = quickSizes.SmallLobs
+		}
 		cfg.applySizes = quickApply
 	}
+	if set["apply-txns"] {
+		cfg.applySizes.Txns = *applyTxns
+	}
+	if set["apply-pgcopydb-txns"] {
+		cfg.applySizes.PgcopydbTxns = *pgcopydbTxns
+	}
 	switch {
-	case cfg.sizes.PgbenchScale < 1 || cfg.sizes.MixedRows < 1 || cfg.sizes.NoPKRows < 1:
-		return config{}, errors.New("-scale, -mixed-rows and -nopk-rows must be at least 1")
+	case cfg.sizes.PgbenchScale < 1 || cfg.sizes.MixedRows < 1 || cfg.sizes.NoPKRows < 1 || cfg.sizes.SmallLobs < 1:
+		return config{}, errors.New("-scale, -mixed-rows, -nopk-rows and -lobs must be at least 1")
 	case *jobs < 1 || *workers < 1 || *workerJobs < 1:
 		return config{}, errors.New("-jobs, -workers and -worker-jobs must be at least 1")
-	case *applyTxns < 4:
-		return config{}, errors.New("-apply-txns must be at least 4")
+	case cfg.applySizes.Txns < 4 || cfg.applySizes.PgcopydbTxns < 4:
+		return config{}, errors.New("-apply-txns and -apply-pgcopydb-txns must be at least 4")
+	case cfg.applySizes.PgcopydbTxns > maxPgcopydbTxns:
+		return config{}, fmt.Errorf("-apply-pgcopydb-txns must be at most %d: pgcopydb 0.10's follow fails on transactions that straddle a WAL segment boundary, so its backlog must fit in one 16 MB segment", maxPgcopydbTxns)
 	case *runs < 1:
 		return config{}, errors.New("-runs must be at least 1")
 	}

@@ -63,12 +63,16 @@ type Dataset struct {
 	Description string `json:"description"`
 	// DataBytes is the tables' size (heap, TOAST, free space and visibility maps): what
 	// MB/s divides.
-	DataBytes       int64       `json:"data_bytes"`
-	IndexBytes      int64       `json:"index_bytes"`
-	DatabaseBytes   int64       `json:"database_bytes"`
-	Rows            int64       `json:"rows"`
-	Tables          []TableSize `json:"tables"`
-	GenerateSeconds float64     `json:"generate_seconds"`
+	DataBytes     int64 `json:"data_bytes"`
+	IndexBytes    int64 `json:"index_bytes"`
+	DatabaseBytes int64 `json:"database_bytes"`
+	Rows          int64 `json:"rows"`
+	// LargeObjects and LargeObjectBytes count pg_largeobject_metadata and the bytes in
+	// pg_largeobject: what LO/s divides.
+	LargeObjects     int64       `json:"large_objects,omitempty"`
+	LargeObjectBytes int64       `json:"large_object_bytes,omitempty"`
+	Tables           []TableSize `json:"tables"`
+	GenerateSeconds  float64     `json:"generate_seconds"`
 }
 
 // TableSize is one source table.
@@ -111,6 +115,9 @@ type Summary struct {
 	Run
 	AllWallSeconds []float64 `json:"all_wall_seconds,omitempty"`
 	MBPerSecond    float64   `json:"mb_per_second,omitempty"`
+	// LargeObjectsPerSecond is the dataset's large objects over wall time, on a dataset
+	// made of them.
+	LargeObjectsPerSecond float64 `json:"large_objects_per_second,omitempty"`
 	// ClientCPUShare and PgcaravanCPUShare are CPU seconds over wall time × cores.
 	ClientCPUShare    float64 `json:"client_cpu_share,omitempty"`
 	PgcaravanCPUShare float64 `json:"pgcaravan_cpu_share,omitempty"`
@@ -193,13 +200,55 @@ func addRatios(sums []Summary) {
 // pgcaravan's own CPU use.
 func printTable(w io.Writer, r *Results) {
 	sizes := map[string]int64{}
+	lobs := map[string]Dataset{}
 	for _, d := range r.Datasets {
 		sizes[d.Name] = d.DataBytes
+		if d.LargeObjects > 0 {
+			lobs[d.Name] = d
+		}
 	}
+	var tables, objects []Summary
+	for _, s := range r.Runs {
+		if _, ok := lobs[s.Dataset]; ok {
+			objects = append(objects, s)
+		} else {
+			tables = append(tables, s)
+		}
+	}
+	if len(tables) > 0 {
+		printCopies(w, r, tables, sizes)
+	}
+	if len(objects) > 0 {
+		if len(tables) > 0 {
+			fmt.Fprintln(w)
+		}
+		printLargeObjects(w, r, objects, lobs)
+	}
+
+	if !slices.ContainsFunc(r.Runs, func(s Summary) bool { return isPgcaravan(s.Method) && s.OK() }) {
+		printNotes(w, r)
+		return
+	}
+	fmt.Fprintf(w, "\npgcaravan's own CPU during its copies (goal: under 10%% of the machine, %d cores;\nhelpers = the pg_dump and pg_restore it runs, not counted as its own):\n\n", r.Machine.Cores)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "dataset\tmethod\twall s\tCPU s\taverage\tpeak (1 s)\thelpers CPU s\t")
+	for _, s := range r.Runs {
+		if !isPgcaravan(s.Method) || !s.OK() {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%.1f%%\t%.1f%%\t%.2f\t\n", s.Dataset, methodLabel(s.Method, r.Jobs), seconds(s.WallSeconds),
+			s.PgcaravanCPUSeconds, 100*s.PgcaravanCPUShare, 100*s.PgcaravanPeakShare, s.HelperCPUSeconds)
+	}
+	tw.Flush()
+	printNotes(w, r)
+}
+
+// printCopies writes the table of the copies of table data.
+func printCopies(w io.Writer, r *Results, runs []Summary, sizes map[string]int64) {
 	fmt.Fprintf(w, "Copies (wall time includes schema, data, indexes and constraints; MB = 10^6 bytes of table data;\nratios are wall time over pgcopydb's and the physical reference's, lower is faster):\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "dataset\tdata MB\tmethod\twall s\tMB/s\t× pgcopydb\t× physical\tclient CPU\tverified\t")
-	for _, s := range r.Runs {
+	for _, s := range runs {
 		mb := fmt.Sprintf("%.0f", float64(sizes[s.Dataset])/1e6)
 		label := methodLabel(s.Method, r.Jobs)
 		switch {
@@ -215,23 +264,31 @@ func printTable(w io.Writer, r *Results) {
 		}
 	}
 	tw.Flush()
+}
 
-	if !slices.ContainsFunc(r.Runs, func(s Summary) bool { return isPgcaravan(s.Method) && s.OK() }) {
-		printNotes(w, r)
-		return
-	}
-	fmt.Fprintf(w, "\npgcaravan's own CPU during its copies (goal: under 10%% of the machine, %d cores;\nhelpers = the pg_dump and pg_restore it runs, not counted as its own):\n\n", r.Machine.Cores)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "dataset\tmethod\twall s\tCPU s\taverage\tpeak (1 s)\thelpers CPU s\t")
-	for _, s := range r.Runs {
-		if !isPgcaravan(s.Method) || !s.OK() {
-			continue
+// printLargeObjects writes the table of the copies of datasets made of large objects,
+// whose measure is objects per second.
+func printLargeObjects(w io.Writer, r *Results, runs []Summary, lobs map[string]Dataset) {
+	fmt.Fprintf(w, "Large objects (wall time includes the schema, the table and every object; LO/s = large objects over wall time;\nLO MB = 10^6 bytes in pg_largeobject; × pgcopydb is wall time over pgcopydb's, lower is faster):\n\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "dataset\tobjects\tLO MB\tmethod\twall s\tLO/s\t× pgcopydb\tclient CPU\tverified\t")
+	for _, s := range runs {
+		d := lobs[s.Dataset]
+		label := methodLabel(s.Method, r.Jobs)
+		head := fmt.Sprintf("%s\t%d\t%.0f\t%s", s.Dataset, d.LargeObjects, float64(d.LargeObjectBytes)/1e6, label)
+		switch {
+		case s.Skipped != "":
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\tskipped\t\n", head)
+		case s.Error != "":
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\tFAILED\t\n", head, seconds(s.WallSeconds))
+		case !s.Verified:
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\tDIFFERS\t\n", head, seconds(s.WallSeconds))
+		default:
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%.1f%%\tok\t\n", head, seconds(s.WallSeconds), s.LargeObjectsPerSecond,
+				ratio(s.RatioToPgcopydb), 100*s.ClientCPUShare)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%.1f%%\t%.1f%%\t%.2f\t\n", s.Dataset, methodLabel(s.Method, r.Jobs), seconds(s.WallSeconds),
-			s.PgcaravanCPUSeconds, 100*s.PgcaravanCPUShare, 100*s.PgcaravanPeakShare, s.HelperCPUSeconds)
 	}
 	tw.Flush()
-	printNotes(w, r)
 }
 
 // printNotes lists what was skipped or failed, and the run's notes.

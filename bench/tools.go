@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // tools are the client programs the methods run.
@@ -19,6 +21,17 @@ type tools struct {
 	// pgcopydb is empty when it could not be found or installed; pgcopydbMissing says why.
 	pgcopydb        string
 	pgcopydbMissing string
+	// wal2jsonMissing says why the source server has no wal2json, which pgcopydb's
+	// follow decodes with; empty when it has it or nobody asked.
+	wal2jsonMissing string
+}
+
+// pgcopydbFollowMissing says why pgcopydb follow cannot run, or "".
+func (t *tools) pgcopydbFollowMissing() string {
+	if t.pgcopydbMissing != "" {
+		return t.pgcopydbMissing
+	}
+	return t.wal2jsonMissing
 }
 
 // findTools locates the PostgreSQL client programs: on PATH, else in the newest
@@ -105,6 +118,41 @@ func (t *tools) ensurePgcopydb(ctx context.Context, install bool, logf func(stri
 	t.pgcopydb = path
 }
 
+// ensureWal2json looks for the wal2json output plugin in the library directory of the
+// server at uri (pgcopydb 0.10's follow decodes with nothing else) and, when it is
+// missing and install is set, installs Debian's postgresql-MAJOR-wal2json. Like
+// ensurePgcopydb it never fails the benchmark: t.wal2jsonMissing says why not.
+func (t *tools) ensureWal2json(ctx context.Context, uri string, install bool, logf func(string, ...any)) {
+	var libdir string
+	var major int
+	conn, err := pgx.Connect(ctx, uri)
+	if err == nil {
+		err = conn.QueryRow(ctx, `SELECT (SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'),
+			current_setting('server_version_num')::int / 10000`).Scan(&libdir, &major)
+		conn.Close(context.Background())
+	}
+	if err != nil {
+		t.wal2jsonMissing = fmt.Sprintf("cannot tell whether the source server has wal2json: %v", err)
+		return
+	}
+	plugin := filepath.Join(libdir, "wal2json.so")
+	if _, err := os.Stat(plugin); err == nil {
+		return
+	}
+	pkg := fmt.Sprintf("postgresql-%d-wal2json", major)
+	if !install {
+		t.wal2jsonMissing = fmt.Sprintf("pgcopydb follow needs the wal2json plugin (%s is missing; Debian: apt-get install %s) and -install-pgcopydb=false", plugin, pkg)
+		return
+	}
+	if err := aptInstall(ctx, pkg, logf); err != nil {
+		t.wal2jsonMissing = fmt.Sprintf("pgcopydb follow needs the wal2json plugin (%s is missing) and %s could not be installed: %v", plugin, pkg, err)
+		return
+	}
+	if _, err := os.Stat(plugin); err != nil {
+		t.wal2jsonMissing = fmt.Sprintf("apt-get installed %s, but %s is still missing", pkg, plugin)
+	}
+}
+
 // aptInstall runs apt-get update and apt-get install -y pkg, through sudo -n when not
 // root (so a password prompt fails instead of hanging the benchmark).
 func aptInstall(ctx context.Context, pkg string, logf func(string, ...any)) error {
@@ -120,7 +168,7 @@ func aptInstall(ctx context.Context, pkg string, logf func(string, ...any)) erro
 		}
 		prefix = []string{sudo, "-n", apt}
 	}
-	logf("pgcopydb not found: installing it with %s install -y %s", strings.Join(prefix, " "), pkg)
+	logf("%s not found: installing it with %s install -y %s", pkg, strings.Join(prefix, " "), pkg)
 	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", pkg}} {
 		cmd := exec.CommandContext(ctx, prefix[0], append(prefix[1:], args...)...)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
