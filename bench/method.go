@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -207,7 +209,37 @@ func copyPgcaravan(r *copyRun) error {
 		"--source", r.src, "--target", r.tgt, "--dir", filepath.Join(r.dir, "pgcaravan"),
 		"--table-jobs", strconv.Itoa(r.jobs.TableJobs), "--index-jobs", strconv.Itoa(r.jobs.IndexJobs),
 		"--quiet").asPgcaravan()
-	return r.exec(g)
+	if err := r.exec(g); err != nil {
+		return err
+	}
+	return r.caravanSteps(filepath.Join(r.dir, "pgcaravan"))
+}
+
+// caravanSteps records pgcaravan's own phase times (from the first unit of
+// a kind to the last) as the run's steps, read from the store in dir after
+// the clone exited. It is not timed.
+func (r *copyRun) caravanSteps(dir string) error {
+	b, err := exec.CommandContext(r.ctx, r.tools.pgcaravan, "status", "--dir", dir, "--json").Output()
+	if err != nil {
+		return fmt.Errorf("pgcaravan status --dir %s: %w", dir, err)
+	}
+	var s struct {
+		Timings []struct {
+			Name   string `json:"name"`
+			Millis string `json:"millis"`
+		} `json:"timings"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("pgcaravan status --dir %s --json: %w", dir, err)
+	}
+	for _, t := range s.Timings {
+		ms, err := strconv.ParseInt(t.Millis, 10, 64)
+		if err != nil {
+			return fmt.Errorf("pgcaravan status: phase %q: %w", t.Name, err)
+		}
+		r.steps[t.Name] += float64(ms) / 1000
+	}
+	return nil
 }
 
 // copyFleet runs a coordinator and separate worker processes on this machine, over
@@ -226,7 +258,10 @@ func copyFleet(r *copyRun) error {
 			"--coordinator", addr, "--source", r.src, "--target", r.tgt,
 			"--jobs", strconv.Itoa(r.jobs.WorkerJobs), "--name", name).asPgcaravan()
 	}
-	return r.exec(g)
+	if err := r.exec(g); err != nil {
+		return err
+	}
+	return r.caravanSteps(filepath.Join(r.dir, "coordinator"))
 }
 
 // freeAddr is a loopback address nobody listens on (usually still free a moment later).

@@ -86,7 +86,9 @@ type TableSize struct {
 // Run is one copy of one dataset by one method, verified.
 type Run struct {
 	WallSeconds float64 `json:"wall_seconds"`
-	// Steps are the physical reference's phases (schema, data, post-data, analyze).
+	// Steps are the physical reference's phases (schema, data, post-data, analyze),
+	// or pgcaravan's own (from its store: copy, index, constraint, vacuum, ...; phases
+	// of units overlap, so they do not add up to the wall time).
 	Steps map[string]float64 `json:"steps_seconds,omitempty"`
 	// ClientCPUSeconds is the CPU of every client process the method ran, with the
 	// children they waited for (pg_dump, pg_restore, psql, pgcopydb's sub-processes), not
@@ -225,6 +227,7 @@ func printTable(w io.Writer, r *Results) {
 		printLargeObjects(w, r, objects, lobs)
 	}
 
+	printSteps(w, r)
 	if !slices.ContainsFunc(r.Runs, func(s Summary) bool { return isPgcaravan(s.Method) && s.OK() }) {
 		printNotes(w, r)
 		return
@@ -241,6 +244,49 @@ func printTable(w io.Writer, r *Results) {
 	}
 	tw.Flush()
 	printNotes(w, r)
+}
+
+// stepOrder is the order phases are shown in: the reference's, then
+// pgcaravan's.
+var stepOrder = []string{"schema", "data", "post-data", "analyze",
+	"snapshot and catalog", "schema dump", "plan", "roles", "pre-data restore", "after-schema",
+	"copy", "large objects", "index", "constraint", "foreign key", "vacuum", "post-data rest", "sequences"}
+
+// printSteps writes where the time of the reference and of pgcaravan went:
+// the reference's steps run one after another; pgcaravan's phases span
+// from a kind's first unit's start to its last unit's end, and overlap.
+func printSteps(w io.Writer, r *Results) {
+	var rows []Summary
+	for _, s := range r.Runs {
+		if s.OK() && len(s.Steps) > 0 {
+			rows = append(rows, s)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nWhere the time went (seconds; the reference's steps run in turn, pgcaravan's phases overlap):\n\n")
+	for _, s := range rows {
+		var parts []string
+		seen := map[string]bool{}
+		for _, name := range stepOrder {
+			if v, ok := s.Steps[name]; ok {
+				parts = append(parts, fmt.Sprintf("%s %.1f", name, v))
+				seen[name] = true
+			}
+		}
+		var rest []string
+		for name := range s.Steps {
+			if !seen[name] {
+				rest = append(rest, name)
+			}
+		}
+		slices.Sort(rest)
+		for _, name := range rest {
+			parts = append(parts, fmt.Sprintf("%s %.1f", name, s.Steps[name]))
+		}
+		fmt.Fprintf(w, "  %s / %s (wall %s): %s\n", s.Dataset, methodLabel(s.Method, r.Jobs), seconds(s.WallSeconds), strings.Join(parts, ", "))
+	}
 }
 
 // printCopies writes the table of the copies of table data.
