@@ -145,24 +145,7 @@ func TestVerifyAdminAPI(t *testing.T) {
 	clone := start(t, "clone", "clone", "--follow", "--listen", addr, "--source", src.URI("app"), "--target", dst.URI("app"),
 		"--dir", dir, "--table-jobs", "1", "--index-jobs", "1")
 	admin := newFleetAdmin(t, addr)
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err := admin.Status(cctx, &pb.StatusRequest{})
-		cancel()
-		if err == nil && st.GetPhase() == pb.Phase_PHASE_FOLLOW {
-			break
-		}
-		select {
-		case <-clone.done:
-			t.Fatalf("clone exited before following:\n%s", tail(clone.output(), 30))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("clone is not following after 3 minutes (last status %v, %v)", st, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitFollowing(t, admin, clone, "clone")
 
 	callVerify := func(req *pb.VerifyRequest) *pb.VerifyResponse {
 		t.Helper()
@@ -284,24 +267,7 @@ func TestVerifyOnWorkers(t *testing.T) {
 		start(t, "worker-2", "worker", "--coordinator", addr, "--source", srcURI, "--target", dstURI, "--jobs", "1", "--name", "w2"),
 	}
 	admin := newFleetAdmin(t, addr)
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err := admin.Status(cctx, &pb.StatusRequest{})
-		cancel()
-		if err == nil && st.GetPhase() == pb.Phase_PHASE_FOLLOW {
-			break
-		}
-		select {
-		case <-coord.done:
-			t.Fatalf("coordinator exited before following:\n%s", tail(coord.output(), 30))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("coordinator is not following after 3 minutes (last status %v, %v)", st, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitFollowing(t, admin, coord, "coordinator")
 	for _, w := range workers {
 		select {
 		case <-w.done:
@@ -409,4 +375,28 @@ func table(t *testing.T, resp *pb.VerifyResponse, name string) *pb.VerifyTable {
 	}
 	t.Fatalf("Verify response has no table %s: %v", name, resp)
 	return nil
+}
+
+// waitFollowing waits up to 3 minutes for the migration behind admin to
+// reach phase follow, failing if p, its process called name, exits first.
+func waitFollowing(t *testing.T, admin pb.AdminServiceClient, p *proc, name string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		st, err := admin.Status(ctx, &pb.StatusRequest{})
+		cancel()
+		if err == nil && st.GetPhase() == pb.Phase_PHASE_FOLLOW {
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before following:\n%s", name, tail(p.output(), 30))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is not following after 3 minutes (last status %v, %v)", name, st, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
