@@ -38,15 +38,26 @@ const verifyChanges = `
 // verifyPair starts a source and a target holding the same app database.
 func verifyPair(t *testing.T) (src, dst *pgtest.Cluster) {
 	t.Helper()
+	src, dst = verifySource(t)
+	if err := dst.Exec(context.Background(), "app", verifySchema); err != nil {
+		t.Fatal(err)
+	}
+	return src, dst
+}
+
+// verifySource starts a source with the app database and a target with an
+// empty one, for a clone to fill.
+func verifySource(t *testing.T) (src, dst *pgtest.Cluster) {
+	t.Helper()
 	ctx := context.Background()
 	src, dst = pgtest.Start(t, pgtest.Options{}), pgtest.Start(t, pgtest.Options{})
 	for _, c := range []*pgtest.Cluster{src, dst} {
 		if err := c.CreateDatabase(ctx, "app"); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Exec(ctx, "app", verifySchema); err != nil {
-			t.Fatal(err)
-		}
+	}
+	if err := src.Exec(ctx, "app", verifySchema); err != nil {
+		t.Fatal(err)
 	}
 	return src, dst
 }
@@ -131,16 +142,7 @@ func TestVerifyAdminAPI(t *testing.T) {
 		t.Skip("process test: skipped with -short")
 	}
 	ctx := context.Background()
-	src := pgtest.Start(t, pgtest.Options{})
-	dst := pgtest.Start(t, pgtest.Options{})
-	for _, c := range []*pgtest.Cluster{src, dst} {
-		if err := c.CreateDatabase(ctx, "app"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := src.Exec(ctx, "app", verifySchema); err != nil {
-		t.Fatal(err)
-	}
+	src, dst := verifySource(t)
 	addr, dir := freeAddr(t), t.TempDir()
 	clone := start(t, "clone", "clone", "--follow", "--listen", addr, "--source", src.URI("app"), "--target", dst.URI("app"),
 		"--dir", dir, "--table-jobs", "1", "--index-jobs", "1")
@@ -249,16 +251,7 @@ func TestVerifyOnWorkers(t *testing.T) {
 		t.Skip("process test: skipped with -short")
 	}
 	ctx := context.Background()
-	src := pgtest.Start(t, pgtest.Options{})
-	dst := pgtest.Start(t, pgtest.Options{})
-	for _, c := range []*pgtest.Cluster{src, dst} {
-		if err := c.CreateDatabase(ctx, "app"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := src.Exec(ctx, "app", verifySchema); err != nil {
-		t.Fatal(err)
-	}
+	src, dst := verifySource(t)
 	srcURI, dstURI := src.URI("app"), dst.URI("app")
 	addr, dir := freeAddr(t), t.TempDir()
 	coord := start(t, "coordinator", "coordinator", "--follow", "--listen", addr, "--source", srcURI, "--target", dstURI, "--dir", dir)
