@@ -8,6 +8,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -108,7 +110,9 @@ func call(t *testing.T, addr string, cfg Config) (healthErr, apiErr error) {
 	if err != nil {
 		return healthErr, err
 	}
-	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+	// A stream the server has already refused makes Send return io.EOF;
+	// grpc-go gives its status to the next Recv.
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil && !errors.Is(err, io.EOF) {
 		return healthErr, err
 	}
 	_, apiErr = stream.Recv()
