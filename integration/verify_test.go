@@ -314,9 +314,9 @@ func TestVerifyOnWorkers(t *testing.T) {
 		if n != want {
 			t.Errorf("%d verify units, want one per range compared (%d)", n, want)
 		}
-		if len(byWorker) != 2 {
-			t.Errorf("verify units by worker = %v, want both workers to have run some", byWorker)
-		}
+		// Which worker takes each unit is up to the scheduler: one may take
+		// them all while the other is between polls. That the workers, not
+		// the coordinator, ran every unit is checked above.
 		t.Logf("verify units by worker: %v", byWorker)
 	}
 
