@@ -47,11 +47,13 @@ type Server struct {
 	meta       *store.Meta
 	controller Controller
 	cdc        *cdcHub
+	// ready is closed once the migration and the broker are both set.
+	ready chan struct{}
 }
 
 // New returns a server over the store.
 func New(cfg Config, st *store.Store, logger hclog.Logger) *Server {
-	return &Server{cfg: cfg, st: st, log: logger.Named("rpc"), cdc: newCDCHub()}
+	return &Server{cfg: cfg, st: st, log: logger.Named("rpc"), cdc: newCDCHub(), ready: make(chan struct{})}
 }
 
 // SetMigration makes the migration's identity known, so workers can register.
@@ -72,10 +74,17 @@ func (s *Server) SetBroker(b *lease.Broker, snapshot string) {
 
 // holdLocked keeps the workers of a --follow migration that is not cleaned
 // up waiting for (verify) units once the copy is done, instead of letting
-// them exit; Cleanup lets them go.
+// them exit; Cleanup lets them go. It also lets registrations through once
+// the migration is set up.
 func (s *Server) holdLocked() {
-	if s.broker != nil && s.meta != nil {
-		s.broker.HoldWorkers(s.meta.Follow && !s.meta.Cleaned)
+	if s.broker == nil || s.meta == nil {
+		return
+	}
+	s.broker.HoldWorkers(s.meta.Follow && !s.meta.Cleaned)
+	select {
+	case <-s.ready:
+	default:
+		close(s.ready)
 	}
 }
 
@@ -119,12 +128,23 @@ var ErrNotFollowing = errors.New("rpcserver: not following")
 
 var errStarting = status.Error(codes.Unavailable, "coordinator is starting: the migration is not set up yet; retry")
 
+// registerWait is how long a registration waits for the migration to be set
+// up before it is told to retry: workers that start with the coordinator
+// get their first units the moment the plan is ready, not after a backoff.
+const registerWait = 5 * time.Second
+
 // RegisterWorker implements CoordinatorService.
 func (s *Server) RegisterWorker(ctx context.Context, req *pb.RegisterWorkerRequest) (*pb.RegisterWorkerResponse, error) {
-	b, _, meta := s.state()
-	if meta == nil || b == nil {
+	wait := time.NewTimer(registerWait)
+	defer wait.Stop()
+	select {
+	case <-s.ready:
+	case <-wait.C:
 		return nil, errStarting
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+	b, _, meta := s.state()
 	id, err := b.RegisterWorker(req.GetName(), int(req.GetJobs()))
 	if err != nil {
 		return nil, toStatus(err)
