@@ -193,7 +193,7 @@ func (w *Worker) copyRows(ctx context.Context, dst *pgx.Conn, l *pb.Lease, prog 
 	}
 
 	// 3. Stream.
-	count := &countingWriter{prog: prog, rows: newRowCounter(format == "binary")}
+	count := &countingWriter{prog: prog, binary: format == "binary"}
 	rows, err := relay(ctx, src.PgConn(), dst.PgConn(), copyTo, copyFrom, count, relayBuffer)
 	if err != nil {
 		return result{}, err
@@ -250,18 +250,18 @@ const relayBuffer = 256 << 10
 func relay(ctx context.Context, src, dst *pgconn.PgConn, copyTo, copyFrom string, count *countingWriter, bufSize int) (int64, error) {
 	pr, pw := io.Pipe()
 	count.w = pw
-	var out io.Writer = count
 	var buf *bufio.Writer
 	if bufSize > 0 {
-		buf = bufio.NewWriterSize(count, bufSize)
-		out = buf
+		buf = bufio.NewWriterSize(pw, bufSize)
+		count.w = buf
 	}
 	srcErr := make(chan error, 1)
 	go func() {
-		_, err := src.CopyTo(ctx, out, copyTo)
+		_, err := src.CopyTo(ctx, count, copyTo)
 		if err == nil && buf != nil {
 			err = buf.Flush()
 		}
+		count.report()
 		pw.CloseWithError(err)
 		srcErr <- err
 	}()
@@ -276,20 +276,61 @@ func relay(ctx context.Context, src, dst *pgconn.PgConn, copyTo, copyFrom string
 	return tag.RowsAffected(), nil
 }
 
-// countingWriter counts the bytes and rows that pass, for heartbeats.
+// countingWriter counts the bytes and rows that pass, for heartbeats,
+// without reading the rows. pgconn's CopyTo writes each CopyData message
+// with one Write, and the server sends "always one per row" (the protocol's
+// words). In binary format the 19-byte file header rides with the first
+// message and the trailer (-1 as a 16-bit field count) comes alone, or
+// with the header when there are no rows; no row is 0xffff. The counts
+// reach the heartbeat's atomics every reportBytes, not with every row.
 type countingWriter struct {
-	w    io.Writer
-	n    int64
-	prog *progress
-	rows *rowCounter
+	w        io.Writer
+	binary   bool
+	prog     *progress
+	n        int64 // bytes
+	messages int64
+	rows     int64
+	// reported are the bytes and rows already added to prog.
+	reportedBytes, reportedRows int64
 }
+
+// reportBytes is how much passes between two updates of the progress.
+const reportBytes = 1 << 20
+
+// binaryHeader is the signature, the flags and the (empty) header
+// extension's length that start a binary COPY stream.
+const binaryHeader = 19
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
-	c.prog.bytes.Add(int64(n))
-	c.prog.rows.Add(c.rows.feed(p[:n]))
+	if !c.binary || !isTrailer(p, c.messages == 0) {
+		c.rows++
+	}
+	c.messages++
+	if c.n-c.reportedBytes >= reportBytes {
+		c.report()
+	}
 	return n, err
+}
+
+// isTrailer says whether a binary stream's message is its trailer: two
+// bytes 0xffff, after the header when it is the first message.
+func isTrailer(p []byte, first bool) bool {
+	if first {
+		if len(p) != binaryHeader+2 {
+			return false
+		}
+		p = p[binaryHeader:]
+	}
+	return len(p) == 2 && p[0] == 0xff && p[1] == 0xff
+}
+
+// report adds what passed since the last report to the progress.
+func (c *countingWriter) report() {
+	c.prog.bytes.Add(c.n - c.reportedBytes)
+	c.prog.rows.Add(c.rows - c.reportedRows)
+	c.reportedBytes, c.reportedRows = c.n, c.rows
 }
 
 // loChunk is how much of a large object moves per round trip.

@@ -96,7 +96,7 @@ func BenchmarkRelay(b *testing.B) {
 				if _, err := dst.Exec(ctx, "BEGIN; TRUNCATE ONLY mixed"); err != nil {
 					b.Fatal(err)
 				}
-				count := &countingWriter{prog: &progress{}, rows: newRowCounter(true)}
+				count := &countingWriter{prog: &progress{}, binary: true}
 				cpu0, t0 := cpuTime(b), time.Now()
 				rows, err := relay(ctx, src.PgConn(), dst.PgConn(), copyTo, copyFrom, count, size)
 				cpu, wall = cpu+cpuTime(b)-cpu0, wall+time.Since(t0)
