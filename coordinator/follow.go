@@ -499,6 +499,19 @@ func CleanupDir(ctx context.Context, dir, sourceURI, targetURI string) ([]string
 	}
 	defer st.Close()
 	meta, err := st.Meta()
+	if errors.Is(err, store.ErrNoMigration) {
+		// A coordinator killed during a --follow setup may have left a
+		// slot and publications that only this record names.
+		pending, perr := st.PendingCDC()
+		if perr != nil || pending == nil {
+			return nil, errors.Join(err, perr)
+		}
+		dropped, err := DropCDC(ctx, src, dst, pending.Meta())
+		if err != nil {
+			return dropped, err
+		}
+		return dropped, st.ClearPendingCDC()
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -96,7 +96,7 @@ type planned struct {
 // the source under a snapshot and dumps its schema into c.cfg.Dir, but
 // creates nothing on either side (no publication, slot, pre-data or
 // done-markers) and persists nothing.
-func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpcserver.Server) (*heldSnapshot, *planned, error) {
+func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpcserver.Server) (snap *heldSnapshot, out *planned, err error) {
 	dry := st == nil
 	started := time.Now()
 	var timings []store.Timing
@@ -124,12 +124,18 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 		return nil, nil, fmt.Errorf("%w: pg_dumpall is not on PATH; --roles needs it (install the PostgreSQL client package, or drop --roles)", schema.ErrToolMissing)
 	}
 
+	if !dry {
+		if err := c.dropLeftoverCDC(ctx, st); err != nil {
+			return nil, nil, err
+		}
+	}
+
 	// 1. Connect to both sides and identify them.
 	srcConn, err := c.src.Connect(ctx, "pgcaravan-coordinator")
 	if err != nil {
 		return nil, nil, err
 	}
-	snap := &heldSnapshot{conn: srcConn}
+	snap = &heldSnapshot{conn: srcConn}
 	dstConn, err := c.dst.Connect(ctx, "pgcaravan-coordinator")
 	if err != nil {
 		return snap, nil, err
@@ -180,14 +186,26 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 		published = c.publishedTables(published)
 		slot, pub, insertOnly, origin := cdcNames(meta.MigrationID)
 		meta.Follow, meta.Slot, meta.Origin = true, slot, origin
+		// Until the store describes the migration (step 9), the record of
+		// what is about to be made lets a failure here, or the next start
+		// after a crash, drop it.
+		pending := store.PendingCDC{MigrationID: meta.MigrationID, Slot: slot, Publications: []string{pub, insertOnly}, Origin: origin}
+		if err := st.PutPendingCDC(pending); err != nil {
+			return snap, nil, fmt.Errorf("record the slot and publications about to be made: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				err = c.undoFollow(ctx, st, pending, err)
+			}
+		}()
 		pubs, warnings, err := c.createPublications(ctx, srcConn, published, pub, insertOnly)
 		meta.Publications = pubs
 		meta.Warnings = append(meta.Warnings, warnings...)
 		if err != nil {
-			return snap, nil, c.undoFollow(ctx, meta, err)
+			return snap, nil, err
 		}
 		if err := c.createSlot(ctx, snap, slot, false); err != nil {
-			return snap, nil, c.undoFollow(ctx, meta, err)
+			return snap, nil, err
 		}
 		meta.StartLSN = snap.lsn
 	} else if err := snap.export(ctx, c.src); err != nil {
@@ -210,11 +228,11 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	var settings []schema.Setting
 	if !c.cfg.SkipDBProperties {
 		if settings, err = schema.ReadSettings(ctx, snap.tx); err != nil {
-			return snap, nil, c.undoIfFollow(ctx, follow, meta, fmt.Errorf("source %s: %w", c.src, err))
+			return snap, nil, fmt.Errorf("source %s: %w", c.src, err)
 		}
 	}
 	if follow && !sameTables(published, c.publishedTables(in.Tables)) {
-		return snap, nil, c.undoFollow(ctx, meta, fmt.Errorf("source %s: tables were created or dropped while the publication was set up; run again", c.src))
+		return snap, nil, fmt.Errorf("source %s: tables were created or dropped while the publication was set up; run again", c.src)
 	}
 	mark("snapshot and catalog", t)
 
@@ -222,15 +240,15 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	t = time.Now()
 	dumpFile := filepath.Join(c.cfg.Dir, "schema.dump")
 	if err := tools.Dump(ctx, c.src, dumpFile, schema.DumpOptions{Snapshot: snap.id, ExcludeSchemas: []string{catalog.OwnSchema}}); err != nil {
-		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+		return snap, nil, err
 	}
 	post, err := tools.List(ctx, dumpFile, schema.PostData)
 	if err != nil {
-		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+		return snap, nil, err
 	}
 	pre, err := tools.List(ctx, dumpFile, schema.PreData)
 	if err != nil {
-		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+		return snap, nil, err
 	}
 	mark("schema dump", t)
 
@@ -238,17 +256,17 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	// out of the dump's entries, the tables and the sequences.
 	kept, err := c.applyFilter(ctx, snap.tx, &in, pre, post)
 	if err != nil {
-		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+		return snap, nil, err
 	}
 	meta.Warnings = append(meta.Warnings, kept.sel.Warnings...)
 	if follow {
 		if err := checkPublished(published, kept.sel); err != nil {
-			return snap, nil, c.undoFollow(ctx, meta, err)
+			return snap, nil, err
 		}
 	}
 	lacking, err := c.applySchemaOptions(ctx, dstConn, &in, &kept)
 	if err != nil {
-		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+		return snap, nil, err
 	}
 	for _, ext := range lacking {
 		w := fmt.Sprintf("--skip-extensions: the target has no extension %s; objects that use it cannot be restored (CREATE EXTENSION %s on the target first)", ext, ext)
@@ -258,7 +276,7 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	settingsSQL, skipped, err := c.settingsSQL(ctx, dstConn, dstID.Database, settings)
 	if err != nil {
 		if !dry {
-			return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+			return snap, nil, err
 		}
 		meta.Warnings = append(meta.Warnings, err.Error())
 	}
@@ -267,7 +285,7 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	// 6. Refuse a target that already has what the clone would create.
 	if err := c.checkTarget(ctx, snap.tx, dstConn, kept, pre, post); err != nil {
 		if !dry {
-			return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+			return snap, nil, err
 		}
 		meta.Warnings = append(meta.Warnings, err.Error())
 	}
@@ -276,7 +294,7 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	t = time.Now()
 	in.PostData = notOurPublications(entriesOf(kept.post), meta.Publications)
 	if err := catalog.Annotate(ctx, snap.tx, in.PostData); err != nil {
-		return snap, nil, c.undoIfFollow(ctx, follow, meta, fmt.Errorf("source %s: %w", c.src, err))
+		return snap, nil, fmt.Errorf("source %s: %w", c.src, err)
 	}
 	var notRefreshed []string
 	in.Matviews, notRefreshed = matviews(kept.pre, in.Tables)
@@ -284,7 +302,7 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	p := plan.Build(in)
 	restoreOpts := schema.RestoreOptions{NoOwner: c.cfg.NoOwner, NoACL: c.cfg.NoACL, NoComments: c.cfg.NoComments}
 	if err := fillSQL(ctx, tools, dumpFile, kept.post, p.Units, restoreOpts); err != nil {
-		return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+		return snap, nil, err
 	}
 	addSettingsUnit(&p, settingsSQL)
 	mark("plan", t)
@@ -304,7 +322,7 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	if c.cfg.Roles {
 		t = time.Now()
 		if err := c.copyRoles(ctx, tools); err != nil {
-			return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+			return snap, nil, err
 		}
 		mark("roles", t)
 	}
@@ -328,7 +346,7 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	if afterSchema != nil {
 		t = time.Now()
 		if err := c.runAfterSchema(ctx, afterSchema); err != nil {
-			return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+			return snap, nil, err
 		}
 		mark("after-schema", t)
 		// The plan assumed every table is on the target as on the source;
@@ -336,13 +354,13 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 		// partitioned table (plan.Table.Repartitioned).
 		tables, names, err := c.targetRelKinds(ctx, dstConn, in.Tables)
 		if err != nil {
-			return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+			return snap, nil, err
 		}
 		if len(names) > 0 {
 			in.Tables = tables
 			p = plan.Build(in)
 			if err := fillSQL(ctx, tools, dumpFile, kept.post, p.Units, restoreOpts); err != nil {
-				return snap, nil, c.undoIfFollow(ctx, follow, meta, err)
+				return snap, nil, err
 			}
 			p.ReachPartitions()
 			addSettingsUnit(&p, settingsSQL)
@@ -369,6 +387,12 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	if err := st.PutMeta(meta); err != nil {
 		return snap, nil, fmt.Errorf("save migration: %w", err)
 	}
+	if follow {
+		// The store now names the slot and publications; cleanup drops them.
+		if err := st.ClearPendingCDC(); err != nil {
+			c.log.Warn("could not clear the record of the --follow setup", "error", err)
+		}
+	}
 	setMigration(meta)
 	for _, s := range p.Skipped {
 		c.log.Warn("skipped", "reason", s)
@@ -381,22 +405,45 @@ func (c *Coordinator) schemaPhase(ctx context.Context, st *store.Store, rpc *rpc
 	return snap, &planned{plan: p, meta: meta}, nil
 }
 
-// undoIfFollow is undoFollow for a --follow setup, and cause otherwise.
-func (c *Coordinator) undoIfFollow(ctx context.Context, follow bool, meta store.Meta, cause error) error {
-	if !follow {
-		return cause
-	}
-	return c.undoFollow(ctx, meta, cause)
-}
-
-// undoFollow drops the slot and publications a failed setup created, so it
-// leaves no slot retaining WAL behind, and returns cause.
-func (c *Coordinator) undoFollow(ctx context.Context, meta store.Meta, cause error) error {
-	meta.Origin = "" // nothing was made on the target yet
-	if _, err := DropCDC(context.WithoutCancel(ctx), c.src, c.dst, meta); err != nil {
-		return fmt.Errorf("%w (and cleaning up failed too: %v; run pgcaravan cleanup)", cause, err)
+// undoFollow drops what a failed --follow setup made (the slot,
+// publications and replication origin pending names, those that exist),
+// so it leaves no slot retaining WAL behind, and returns cause. The
+// record stays when that fails, so the next start tries again.
+func (c *Coordinator) undoFollow(ctx context.Context, st *store.Store, pending store.PendingCDC, cause error) error {
+	if err := c.dropPending(context.WithoutCancel(ctx), st, pending); err != nil {
+		return fmt.Errorf("%w (and dropping the slot %s and publications %s failed too: %v; run pgcaravan cleanup --dir %s)",
+			cause, pending.Slot, strings.Join(pending.Publications, ", "), err, c.cfg.Dir)
 	}
 	return cause
+}
+
+// dropPending drops what pending names and forgets it.
+func (c *Coordinator) dropPending(ctx context.Context, st *store.Store, pending store.PendingCDC) error {
+	dropped, err := DropCDC(ctx, c.src, c.dst, pending.Meta())
+	if err != nil {
+		return err
+	}
+	if len(dropped) > 0 {
+		c.log.Info("dropped what an unfinished --follow setup made", "migration_id", pending.MigrationID, "dropped", strings.Join(dropped, ", "))
+	}
+	return st.ClearPendingCDC()
+}
+
+// dropLeftoverCDC drops the slot and publications of a --follow setup that
+// a previous coordinator on this --dir did not finish (it was killed
+// before the store described the migration), before a new one starts.
+func (c *Coordinator) dropLeftoverCDC(ctx context.Context, st *store.Store) error {
+	pending, err := st.PendingCDC()
+	if err != nil || pending == nil {
+		return err
+	}
+	c.log.Warn("a previous coordinator on this --dir stopped while setting up a --follow migration; dropping the slot and publications it made",
+		"migration_id", pending.MigrationID, "slot", pending.Slot)
+	if err := c.dropPending(ctx, st, *pending); err != nil {
+		return fmt.Errorf("drop the slot %s and publications %s left by an unfinished setup on %s: %w (run pgcaravan cleanup --dir %s)",
+			pending.Slot, strings.Join(pending.Publications, ", "), c.cfg.Dir, err, c.cfg.Dir)
+	}
+	return nil
 }
 
 // sameTables says whether two reads of the catalog list the same tables

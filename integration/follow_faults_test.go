@@ -5,10 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
+	"github.com/pgcaravan/pgcaravan/shared/pgtest"
 )
 
 // liveFault is a fault injected into a live migration at a known moment.
@@ -158,4 +162,101 @@ func (lf *liveFleet) spoolBytes() int64 {
 		}
 	}
 	return n
+}
+
+// TestLiveKillCoordinatorDuringSetup: a coordinator killed after it made a
+// --follow migration's slot and publications, but before its store
+// described the migration, leaves a record of them in its --dir. The next
+// coordinator there drops them before it starts anew, and `cleanup --dir`
+// drops what that one made in turn: no slot is left retaining WAL.
+func TestLiveKillCoordinatorDuringSetup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test: skipped with -short")
+	}
+	ctx := context.Background()
+	src, dst := pgtest.Start(t, pgtest.Options{}), pgtest.Start(t, pgtest.Options{})
+	for _, c := range []*pgtest.Cluster{src, dst} {
+		if err := c.CreateDatabase(ctx, "app"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := src.Exec(ctx, "app", `CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 1000) g`); err != nil {
+		t.Fatal(err)
+	}
+	// --after-schema runs after the slot is made and before the store is
+	// written: a file that sleeps holds the setup there.
+	sleep := filepath.Join(t.TempDir(), "sleep.sql")
+	if err := os.WriteFile(sleep, []byte("SELECT pg_sleep(60);\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	names := func(sql string) []string {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, src.URI("app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		rows, err := conn.Query(ctx, sql)
+		if err != nil {
+			t.Fatal(err)
+		}
+		list, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return list
+	}
+	slots := func() []string { return names(`SELECT slot_name::text FROM pg_replication_slots ORDER BY 1`) }
+	publications := func() []string { return names(`SELECT pubname::text FROM pg_publication ORDER BY 1`) }
+	sleeping := func() bool {
+		return queryInt(t, dst.URI("app"), `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'`) > 0
+	}
+
+	var first []string
+	for round, extra := range [][]string{nil, {"--drop-if-exists"}} {
+		args := append([]string{"coordinator", "--follow", "--source", src.URI("app"), "--target", dst.URI("app"),
+			"--dir", dir, "--listen", freeAddr(t), "--after-schema", sleep}, extra...)
+		coord := start(t, "coordinator", args...)
+		deadline := time.Now().Add(2 * time.Minute)
+		for !sleeping() {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the coordinator never reached --after-schema:\n%s", round+1, tail(coord.output(), 30))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		made := slots()
+		if err := coord.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		coord.wait(t, time.Minute)
+		// The target's session does not notice its client is gone while
+		// it sleeps; end it, so the next round waits for its own.
+		if err := dst.Exec(ctx, "app", `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'`); err != nil {
+			t.Fatal(err)
+		}
+		for sleeping() {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if len(made) != 1 || len(publications()) == 0 {
+			t.Fatalf("round %d: during the setup the source has slots %q and publications %q, want one of ours each", round+1, made, publications())
+		}
+		if round == 0 {
+			first = made
+			continue
+		}
+		if made[0] == first[0] {
+			t.Errorf("the second coordinator kept the first one's slot %s instead of dropping it", first[0])
+		}
+		if out := coord.output(); !strings.Contains(out, "dropping the slot and publications it made") {
+			t.Errorf("the second coordinator did not say it dropped the leftover slot:\n%s", tail(out, 30))
+		}
+	}
+	out, code := run(t, time.Minute, "cleanup", "--dir", dir, "--source", src.URI("app"), "--target", dst.URI("app"))
+	if code != 0 {
+		t.Fatalf("cleanup --dir exited %d:\n%s", code, out)
+	}
+	if s, p := slots(), publications(); len(s) != 0 || len(p) != 0 {
+		t.Errorf("after cleanup --dir the source still has slots %q and publications %q", s, p)
+	}
 }

@@ -11,7 +11,8 @@ package store
 //	pgcaravan.db
 //	├── meta
 //	│   ├── schema_version   -> "1"
-//	│   └── migration        -> JSON Meta
+//	│   ├── migration        -> JSON Meta
+//	│   └── pending_cdc      -> JSON PendingCDC (while a --follow setup runs)
 //	├── tables               -> big-endian uint32 source OID -> JSON plan.Table
 //	├── units                -> big-endian uint64 unit ID    -> JSON Unit
 //	├── workers              -> worker ID                    -> JSON Worker
@@ -25,6 +26,7 @@ var (
 
 	keySchemaVersion = []byte("schema_version")
 	keyMigration     = []byte("migration")
+	keyPendingCDC    = []byte("pending_cdc")
 
 	allBuckets = [][]byte{bucketMeta, bucketTables, bucketUnits, bucketWorkers, bucketEpochs}
 )

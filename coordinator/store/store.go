@@ -280,6 +280,52 @@ func (s *Store) PutMeta(m Meta) error {
 	})
 }
 
+// PendingCDC names what a --follow setup creates on the source (and the
+// target's replication origin) before the store describes the migration.
+// It is written before the first of them is made and removed once the
+// migration is saved, so a coordinator that died in between leaves a record
+// of what to drop instead of a slot that retains WAL with nobody to know.
+type PendingCDC struct {
+	MigrationID  string   `json:"migration_id"`
+	Slot         string   `json:"slot"`
+	Publications []string `json:"publications"`
+	Origin       string   `json:"origin"`
+}
+
+// Meta is a migration with just the names, for dropping them.
+func (p PendingCDC) Meta() Meta {
+	return Meta{MigrationID: p.MigrationID, Slot: p.Slot, Publications: p.Publications, Origin: p.Origin}
+}
+
+// PutPendingCDC records a --follow setup in progress.
+func (s *Store) PutPendingCDC(p PendingCDC) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return putJSON(tx.Bucket(bucketMeta), keyPendingCDC, p)
+	})
+}
+
+// PendingCDC returns the record of a --follow setup that did not finish,
+// or nil.
+func (s *Store) PendingCDC() (*PendingCDC, error) {
+	var p *PendingCDC
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(keyPendingCDC)
+		if v == nil {
+			return nil
+		}
+		p = &PendingCDC{}
+		return json.Unmarshal(v, p)
+	})
+	return p, err
+}
+
+// ClearPendingCDC removes the record: the setup finished or was undone.
+func (s *Store) ClearPendingCDC() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Delete(keyPendingCDC)
+	})
+}
+
 // UpdateMeta reads, changes and writes the migration in one transaction.
 func (s *Store) UpdateMeta(fn func(*Meta)) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
