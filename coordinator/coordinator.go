@@ -39,6 +39,9 @@ var (
 	ErrTargetNotEmpty = errors.New("coordinator: target is not empty")
 	// ErrOtherMigration means --dir holds another migration's store.
 	ErrOtherMigration = errors.New("coordinator: the store belongs to another migration")
+	// ErrOtherFilters means --dir holds a migration planned with other
+	// filters than the ones given.
+	ErrOtherFilters = errors.New("coordinator: the store's migration has other filters")
 )
 
 // Config is one coordinator's configuration.
@@ -285,6 +288,12 @@ func (c *Coordinator) sameMigration(meta store.Meta) error {
 		return fmt.Errorf("%w: %s holds migration %s from database %q to %q, not %q to %q (use another --dir)",
 			ErrOtherMigration, c.cfg.Dir, meta.MigrationID, meta.Source.Database, meta.Target.Database,
 			c.src.Database(), c.dst.Database())
+	}
+	// A resumed migration keeps its plan, so other filters would be
+	// silently ignored: the target would not hold what the operator asked.
+	if !c.cfg.Filter.Equal(meta.Filters) {
+		return fmt.Errorf("%w: %s holds migration %s, planned with the filters %s, but --filters, --table and --exclude-* now say %s; a migration keeps the filters it started with: give the same ones to resume it, or start a new migration with another --dir on an empty target",
+			ErrOtherFilters, c.cfg.Dir, meta.MigrationID, meta.Filters, c.cfg.Filter)
 	}
 	return nil
 }

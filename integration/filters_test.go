@@ -251,6 +251,19 @@ func TestCloneWithFilters(t *testing.T) {
 	if meta.Filters == nil || len(meta.Filters.ExcludeTables) != 3 {
 		t.Errorf("store filters %+v, want the three [exclude-table] entries", meta.Filters)
 	}
+	st.Close()
+
+	// 5. The --dir keeps its filters: the same clone without them is
+	// refused (not resumed with the old ones in silence), with them it is
+	// already complete.
+	out, code = run(t, 5*time.Minute, "clone", "--quiet", "--source", src.URI("app"), "--target", dst.URI("app"), "--dir", dir, "--exclude-table", "app.orders")
+	if code == 0 || !strings.Contains(out, "planned with the filters [exclude-schema] scratch") || !strings.Contains(out, "now say [exclude-table] app.orders") {
+		t.Errorf("clone on the same --dir with other filters exited %d, want a refusal naming both filters:\n%s", code, out)
+	}
+	out, code = run(t, 5*time.Minute, "clone", "--quiet", "--source", src.URI("app"), "--target", dst.URI("app"), "--dir", dir, "--filters", filters)
+	if code != 0 {
+		t.Errorf("clone on the same --dir with the same filters exited %d:\n%s", code, out)
+	}
 }
 
 // TestPlanIncludeOnly: --table keeps only the tables named (and the
