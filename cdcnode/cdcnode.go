@@ -84,8 +84,8 @@ func (c Config) Validate() error {
 	if c.StatusInterval <= 0 || c.SyncInterval <= 0 || c.ReportInterval <= 0 || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff {
 		problems = append(problems, "intervals and backoffs must be positive")
 	}
-	if c.MetricsListen != "" && c.WedgedAfter <= max(c.StatusInterval, c.ReportInterval, c.MaxBackoff, c.DiskFullRetry) {
-		problems = append(problems, fmt.Sprintf("WedgedAfter (%s) must be longer than every interval and backoff, or /healthz fails a node that is only waiting", c.WedgedAfter))
+	if longest := max(c.StatusInterval, c.ReportInterval, c.MaxBackoff, c.DiskFullRetry); c.MetricsListen != "" && c.WedgedAfter <= longest {
+		problems = append(problems, fmt.Sprintf("--wedged-after (%s) must be longer than every interval and backoff (the longest is %s), or /healthz fails a node that is only waiting", c.WedgedAfter, longest))
 	}
 	if len(problems) > 0 {
 		return errors.New("cdcnode: " + strings.Join(problems, "; "))

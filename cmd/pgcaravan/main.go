@@ -43,7 +43,7 @@ Usage:
   pgcaravan coordinator --source URI --target URI --dir DIR [--listen ADDR]
   pgcaravan clone       --follow ...        (live: also streams changes; ends at cutover)
   pgcaravan worker      --coordinator ADDR --source URI --target URI [--jobs N]
-  pgcaravan cdcnode     --coordinator ADDR --source URI --target URI --dir DIR [--metrics-listen ADDR]
+  pgcaravan cdcnode     --coordinator ADDR --source URI --target URI --dir DIR [--metrics-listen ADDR [--wedged-after D]]
   pgcaravan cutover     --coordinator ADDR [--endpos LSN]
   pgcaravan cleanup     (--coordinator ADDR | --source URI --target URI --dir DIR)
   pgcaravan status      (--dir DIR | --coordinator ADDR) [--json]
@@ -258,9 +258,14 @@ func runClone(ctx context.Context, args []string) error {
 	fs.Var(&settings, "target-setting", "NAME=VALUE set on every target session (repeatable)")
 	fs.Func("maintenance-work-mem", "maintenance_work_mem of target sessions, for index builds and VACUUM (e.g. 1GB)", func(v string) error { return settings.Set("maintenance_work_mem=" + v) })
 	fs.Func("max-parallel-maintenance-workers", "max_parallel_maintenance_workers of target sessions: parallel workers per index build", func(v string) error { return settings.Set("max_parallel_maintenance_workers=" + v) })
+	fs.StringVar(&cfg.CDC.MetricsListen, "cdc-metrics-listen", "", "with --follow: serve the change stream's Prometheus /metrics, /healthz and /readyz on ADDR (off when empty)")
+	fs.DurationVar(&cfg.CDC.WedgedAfter, "cdc-wedged-after", cfg.CDC.WedgedAfter, "with --cdc-metrics-listen: /healthz fails once the stream or the progress reports have made no turn for this long")
 	quiet := fs.Bool("quiet", false, "no live progress")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if cfg.CDC.MetricsListen != "" && !cfg.Coordinator.Follow {
+		return usageErr("--cdc-metrics-listen needs --follow: only a live migration has a change stream")
 	}
 	cfg.Coordinator.SourceURI, cfg.Coordinator.TargetURI = c.source, c.target
 	cfg.Worker.SourceURI, cfg.Worker.TargetURI = c.source, c.target
@@ -402,6 +407,7 @@ func runCDCNode(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Dir, "dir", "", "directory for the spool (size it for the WAL written during the copy)")
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "name shown in logs")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics, and the /healthz and /readyz probes, on ADDR (off when empty)")
+	fs.DurationVar(&cfg.WedgedAfter, "wedged-after", cfg.WedgedAfter, "/healthz fails once the stream or the progress reports have made no turn for this long")
 	securityFlags(fs, &cfg.Security, "client")
 	if err := parse(fs, args); err != nil {
 		return err
