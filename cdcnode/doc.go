@@ -6,4 +6,10 @@
 // target in sync until the cutover's endpos. It knows the coordinator only
 // through the generated gRPC client (CDCService) and never imports
 // coordinator packages.
+//
+// cdcnode.go has the node's life (configuration, the coordinator's phase,
+// the loops); streaming.go the slot into the spool and its recovery after
+// a crash; applying.go the spool onto the target and the progress reports;
+// relations.go the relation messages kept across sessions; metrics.go the
+// Prometheus metrics and probes.
 package cdcnode
