@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	pb "github.com/pgcaravan/pgcaravan/proto/pgcaravan/v1"
 	"github.com/pgcaravan/pgcaravan/shared/pgtest"
 )
@@ -190,25 +188,12 @@ func TestLiveKillCoordinatorDuringSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	names := func(sql string) []string {
-		t.Helper()
-		conn, err := pgx.Connect(ctx, src.URI("app"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(ctx)
-		rows, err := conn.Query(ctx, sql)
-		if err != nil {
-			t.Fatal(err)
-		}
-		list, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return list
+	slots := func() []string {
+		return queryStrings(t, src.URI("app"), `SELECT slot_name::text FROM pg_replication_slots ORDER BY 1`)
 	}
-	slots := func() []string { return names(`SELECT slot_name::text FROM pg_replication_slots ORDER BY 1`) }
-	publications := func() []string { return names(`SELECT pubname::text FROM pg_publication ORDER BY 1`) }
+	publications := func() []string {
+		return queryStrings(t, src.URI("app"), `SELECT pubname::text FROM pg_publication ORDER BY 1`)
+	}
 	sleeping := func() bool {
 		return queryInt(t, dst.URI("app"), `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'`) > 0
 	}

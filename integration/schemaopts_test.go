@@ -108,15 +108,21 @@ func queryRow(t *testing.T, uri, sql string, dst []any, args ...any) {
 // for the database's own), sorted.
 func dbSettings(t *testing.T, uri string) []string {
 	t.Helper()
+	return queryStrings(t, uri, `SELECT coalesce(r.rolname, '-') || ' ' || s.setconfig::text
+		FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
+		WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1`)
+}
+
+// queryStrings returns the one text column of a query's rows.
+func queryStrings(t *testing.T, uri, sql string, args ...any) []string {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, uri)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT coalesce(r.rolname, '-') || ' ' || s.setconfig::text
-		FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
-		WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1`)
+	rows, err := conn.Query(ctx, sql, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
