@@ -104,6 +104,11 @@ type applier struct {
 	curFinal pglogrepl.LSN
 	reached  bool
 
+	// The batch the target is executing while the next one is built
+	// (send), and the commit it ends with, reported once confirmed.
+	inflight  *pgconn.MultiResultReader
+	confirmed *Progress
+
 	// The current wait for records (next).
 	waitCtx    context.Context
 	waitCancel context.CancelFunc
@@ -164,6 +169,9 @@ func (a *applier) loop(ctx context.Context, src Source) error {
 		rec, err := a.next(ctx, src)
 		if errors.Is(err, errIdle) {
 			if err := a.commit(ctx); err != nil {
+				return err
+			}
+			if err := a.drain(ctx); err != nil {
 				return err
 			}
 			a.checkReached(end, settled)
@@ -245,6 +253,9 @@ func (a *applier) handle(ctx context.Context, rec Record, msg pglogrepl.Message)
 		case end != 0 && m.FinalLSN > end:
 			// Past the cutover: apply nothing more.
 			if err := a.commit(ctx); err != nil {
+				return err
+			}
+			if err := a.drain(ctx); err != nil {
 				return err
 			}
 			if !a.reached {
@@ -333,6 +344,9 @@ func (a *applier) target(ctx context.Context, id uint32) (*relation, bool, error
 		}
 		if m == nil {
 			return nil, false, fmt.Errorf("apply: change to relation %d whose description was never received", id)
+		}
+		if err := a.drain(ctx); err != nil {
+			return nil, false, err
 		}
 		var err error
 		if r, err = describe(ctx, a.conn, m); err != nil {
@@ -463,6 +477,9 @@ func (a *applier) queueStmt(ctx context.Context, sql string, params [][]byte) er
 	name, ok := a.prepared[sql]
 	if !ok {
 		name = "pgcaravan_" + strconv.Itoa(len(a.prepared)+1)
+		if err := a.drain(ctx); err != nil {
+			return err
+		}
 		if _, err := a.conn.PgConn().Prepare(ctx, name, sql, nil); err != nil {
 			return fmt.Errorf("target: prepare %s: %w", sql, err)
 		}
@@ -476,13 +493,32 @@ func (a *applier) queueStmt(ctx context.Context, sql string, params [][]byte) er
 	return nil
 }
 
-// send ships the queued statements (one round trip) inside the open
-// transaction, so a huge source transaction never sits whole in memory.
+// send ships the queued statements inside the open transaction, so a huge
+// source transaction never sits whole in memory. It does not wait for
+// them: the target executes one batch while the next is built, and drain
+// reads its results before the session is used again.
 func (a *applier) send(ctx context.Context) error {
 	if a.queued == 0 && a.batch == nil {
 		return nil
 	}
-	results, err := a.conn.PgConn().ExecBatch(ctx, a.batch).ReadAll()
+	if err := a.drain(ctx); err != nil {
+		return err
+	}
+	a.inflight = a.conn.PgConn().ExecBatch(ctx, a.batch)
+	a.batch, a.queued = &pgconn.Batch{}, 0
+	return nil
+}
+
+// drain waits for the batch in flight, then reports the commit it ended
+// with: only a commit the target confirmed is ever reported applied. On an
+// error the transaction is rolled back and the applier must start over from
+// the origin (Run returns).
+func (a *applier) drain(ctx context.Context) error {
+	if a.inflight == nil {
+		return nil
+	}
+	results, err := a.inflight.ReadAll()
+	a.inflight = nil
 	if err == nil {
 		for _, r := range results {
 			if r.Err != nil {
@@ -491,11 +527,15 @@ func (a *applier) send(ctx context.Context) error {
 			}
 		}
 	}
-	a.batch, a.queued = &pgconn.Batch{}, 0
 	if err != nil {
+		a.confirmed = nil
 		_, _ = a.conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 		a.open = false
 		return fmt.Errorf("target: apply transaction ending before %s: %w", a.curFinal, err)
+	}
+	if p := a.confirmed; p != nil {
+		a.confirmed = nil
+		a.hooks.Applied(*p)
 	}
 	return nil
 }
@@ -529,6 +569,6 @@ func (a *applier) commit(ctx context.Context) error {
 	p.Changes, p.Txns = int64(a.changes), int64(a.txns)
 	a.origin = p.End
 	a.changes, a.txns = 0, 0
-	a.hooks.Applied(p)
+	a.confirmed = &p // reported by drain once the target confirms it
 	return nil
 }
