@@ -506,11 +506,7 @@ func CleanupDir(ctx context.Context, dir, sourceURI, targetURI string) ([]string
 		if perr != nil || pending == nil {
 			return nil, errors.Join(err, perr)
 		}
-		dropped, err := DropCDC(ctx, src, dst, pending.Meta())
-		if err != nil {
-			return dropped, err
-		}
-		return dropped, st.ClearPendingCDC()
+		return dropPendingCDC(ctx, src, dst, st, *pending)
 	}
 	if err != nil {
 		return nil, err

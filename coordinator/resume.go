@@ -58,16 +58,14 @@ func (c *Coordinator) resume(ctx context.Context, st *store.Store, rpc *rpcserve
 	}
 	// A crash between saving the migration and forgetting the record of
 	// its --follow setup leaves the record; the store names the same slot.
-	if pending, err := st.PendingCDC(); err != nil {
+	pending, err := st.PendingCDC()
+	if err == nil && pending != nil && pending.MigrationID == meta.MigrationID {
+		err = st.ClearPendingCDC()
+	} else if err == nil {
+		err = c.dropLeftoverCDC(ctx, st)
+	}
+	if err != nil {
 		return snap, err
-	} else if pending != nil && pending.MigrationID == meta.MigrationID {
-		if err := st.ClearPendingCDC(); err != nil {
-			return snap, err
-		}
-	} else if pending != nil {
-		if err := c.dropLeftoverCDC(ctx, st); err != nil {
-			return snap, err
-		}
 	}
 	rpc.SetMigration(meta)
 	units, err := st.Units()

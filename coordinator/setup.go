@@ -419,14 +419,21 @@ func (c *Coordinator) undoFollow(ctx context.Context, st *store.Store, pending s
 
 // dropPending drops what pending names and forgets it.
 func (c *Coordinator) dropPending(ctx context.Context, st *store.Store, pending store.PendingCDC) error {
-	dropped, err := DropCDC(ctx, c.src, c.dst, pending.Meta())
-	if err != nil {
-		return err
-	}
+	dropped, err := dropPendingCDC(ctx, c.src, c.dst, st, pending)
 	if len(dropped) > 0 {
 		c.log.Info("dropped what an unfinished --follow setup made", "migration_id", pending.MigrationID, "dropped", strings.Join(dropped, ", "))
 	}
-	return st.ClearPendingCDC()
+	return err
+}
+
+// dropPendingCDC drops what an unfinished --follow setup's record names
+// (those that exist), then removes the record.
+func dropPendingCDC(ctx context.Context, src, dst pguri.URI, st *store.Store, pending store.PendingCDC) ([]string, error) {
+	dropped, err := DropCDC(ctx, src, dst, pending.Meta())
+	if err != nil {
+		return dropped, err
+	}
+	return dropped, st.ClearPendingCDC()
 }
 
 // dropLeftoverCDC drops the slot and publications of a --follow setup that
